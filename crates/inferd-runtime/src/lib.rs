@@ -1,0 +1,239 @@
+//! Model runtimes and the thread pool that runs them.
+//!
+//! A runtime sees tensors, never HTTP, gRPC or JSON: it loads a model file,
+//! describes its inputs and outputs ([`ModelMetadata`]), checks that a set of
+//! tensors fits them, and computes outputs. Inference runs on an
+//! [`InferencePool`] of dedicated OS threads so the async reactor that serves
+//! connections never blocks on a model.
+
+mod onnx;
+mod pool;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use inferd_tensor::{SpecMismatch, Tensor, TensorSpec};
+
+pub use onnx::OnnxModel;
+pub use pool::InferencePool;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown model format '{0}' (known: onnx)")]
+    UnknownFormat(String),
+    #[error("model uses operators the ONNX runtime cannot run: {0}")]
+    UnsupportedOperators(String),
+    #[error("cannot load model: {0}")]
+    Load(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the inference pool has shut down")]
+    PoolClosed,
+}
+
+impl Error {
+    /// A stable snake_case name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::UnknownFormat(_) => "unknown_format",
+            Error::UnsupportedOperators(_) => "unsupported_operators",
+            Error::Load(_) => "load",
+            Error::Input(_) => "invalid_input",
+            Error::Inference(_) => "inference",
+            Error::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+/// Why a set of tensors cannot be fed to a model.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    #[error("input '{0}' is not an input of the model (it takes {1})")]
+    Unknown(String, String),
+    #[error("input '{0}' is missing")]
+    Missing(String),
+    #[error("input '{name}': {mismatch}")]
+    Mismatch {
+        name: String,
+        #[source]
+        mismatch: SpecMismatch,
+    },
+    #[error("input '{name}': {message}")]
+    Value { name: String, message: String },
+}
+
+/// Model file formats inferd can load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelFormat {
+    Onnx,
+}
+
+impl ModelFormat {
+    pub fn parse(name: &str) -> Result<ModelFormat> {
+        match name.to_ascii_lowercase().as_str() {
+            "onnx" => Ok(ModelFormat::Onnx),
+            _ => Err(Error::UnknownFormat(name.to_owned())),
+        }
+    }
+
+    /// The format a file's extension names, if any.
+    pub fn from_path(path: &Path) -> Option<ModelFormat> {
+        let ext = path.extension()?.to_str()?;
+        ModelFormat::parse(ext).ok()
+    }
+
+    /// File names a model of this format is looked up by inside a folder.
+    pub fn default_file_name(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "model.onnx",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "onnx",
+        }
+    }
+}
+
+/// What a loaded model takes and gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelMetadata {
+    /// The runtime's platform name, as V2 metadata reports it.
+    pub platform: &'static str,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl ModelMetadata {
+    /// Checks tensors against the declared inputs and returns them in the
+    /// model's input order.
+    pub fn arrange_inputs(&self, mut given: Vec<Tensor>) -> Result<Vec<Tensor>, InputError> {
+        if let Some(unknown) = given
+            .iter()
+            .find(|t| !self.inputs.iter().any(|s| s.name == t.name()))
+        {
+            let names: Vec<&str> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(InputError::Unknown(
+                unknown.name().to_owned(),
+                names.join(", "),
+            ));
+        }
+        let mut arranged = Vec::with_capacity(self.inputs.len());
+        for spec in &self.inputs {
+            let at = given
+                .iter()
+                .position(|t| t.name() == spec.name)
+                .ok_or_else(|| InputError::Missing(spec.name.clone()))?;
+            let tensor = given.swap_remove(at);
+            spec.check(tensor.datatype(), tensor.shape())
+                .map_err(|mismatch| InputError::Mismatch {
+                    name: spec.name.clone(),
+                    mismatch,
+                })?;
+            arranged.push(tensor);
+        }
+        Ok(arranged)
+    }
+}
+
+/// A loaded model, safe to run from several threads at once.
+pub trait Model: Send + Sync + 'static {
+    fn metadata(&self) -> &ModelMetadata;
+
+    /// Runs the model on inputs already checked by
+    /// [`ModelMetadata::arrange_inputs`]; outputs come in declared order.
+    fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>>;
+}
+
+/// Loads a model file of the given format.
+pub fn load(path: &Path, format: ModelFormat) -> Result<Arc<dyn Model>> {
+    match format {
+        ModelFormat::Onnx => Ok(Arc::new(OnnxModel::load(path)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inferd_tensor::{DataType, Dim, TensorData};
+
+    fn meta() -> ModelMetadata {
+        ModelMetadata {
+            platform: "test",
+            inputs: vec![
+                TensorSpec::new("a", DataType::Fp32, vec![Dim::Dynamic, Dim::Fixed(2)]),
+                TensorSpec::new("b", DataType::Int64, vec![Dim::Dynamic]),
+            ],
+            outputs: vec![],
+        }
+    }
+
+    fn a(rows: usize) -> Tensor {
+        Tensor::new("a", vec![rows, 2], TensorData::Fp32(vec![0.0; rows * 2])).expect("tensor")
+    }
+
+    fn b(rows: usize) -> Tensor {
+        Tensor::new("b", vec![rows], TensorData::Int64(vec![0; rows])).expect("tensor")
+    }
+
+    #[test]
+    fn inputs_are_put_in_model_order() {
+        let arranged = meta().arrange_inputs(vec![b(3), a(3)]).expect("fits");
+        let names: Vec<&str> = arranged.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let m = meta();
+        let c = Tensor::new("c", vec![1], TensorData::Int64(vec![0])).expect("tensor");
+        assert_eq!(
+            m.arrange_inputs(vec![a(1), b(1), c]).unwrap_err().to_string(),
+            "input 'c' is not an input of the model (it takes a, b)"
+        );
+        assert_eq!(
+            m.arrange_inputs(vec![a(1)]).unwrap_err(),
+            InputError::Missing("b".into())
+        );
+        let wrong = Tensor::new("b", vec![1], TensorData::Int32(vec![0])).expect("tensor");
+        assert_eq!(
+            m.arrange_inputs(vec![a(1), wrong]).unwrap_err().to_string(),
+            "input 'b': datatype INT32 does not match the model's INT64"
+        );
+        let flat = Tensor::new("a", vec![2], TensorData::Fp32(vec![0.0; 2])).expect("tensor");
+        assert!(matches!(
+            m.arrange_inputs(vec![flat, b(1)]),
+            Err(InputError::Mismatch {
+                mismatch: SpecMismatch::Rank { .. },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn format_from_path() {
+        assert_eq!(
+            ModelFormat::from_path(Path::new("x/model.onnx")),
+            Some(ModelFormat::Onnx)
+        );
+        assert_eq!(ModelFormat::from_path(Path::new("x/model.ONNX")), Some(ModelFormat::Onnx));
+        assert_eq!(ModelFormat::from_path(Path::new("x/model.bin")), None);
+        assert!(matches!(
+            ModelFormat::parse("pickle"),
+            Err(Error::UnknownFormat(_))
+        ));
+    }
+}

@@ -18,7 +18,8 @@ use crate::{DecodeError, EncodeError, Parameters};
 
 #[derive(Deserialize)]
 struct WirePredict<'a> {
-    #[serde(borrow)]
+    /// KServe also accepts TensorFlow Serving's `inputs` name for the rows.
+    #[serde(borrow, alias = "inputs")]
     instances: Vec<&'a RawValue>,
     #[serde(default)]
     #[allow(dead_code)]

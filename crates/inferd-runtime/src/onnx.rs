@@ -147,7 +147,7 @@ impl OnnxModel {
         Ok(OnnxModel {
             plan,
             metadata: ModelMetadata {
-                platform: "onnx",
+                platform: "onnx_onnxv1",
                 inputs,
                 outputs,
             },

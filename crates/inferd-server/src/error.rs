@@ -1,0 +1,85 @@
+//! The one place where failures become HTTP statuses and `{"error": ...}` bodies.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use inferd_protocol::DecodeError;
+
+/// A failed request, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown model '{0}'")]
+    UnknownModel(String),
+    #[error("model '{model}' has no version '{version}'")]
+    UnknownVersion { model: String, version: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed for this path")]
+    MethodNotAllowed,
+    #[error("the request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("model '{0}' is not ready: it is still loading")]
+    ModelLoading(String),
+    #[error("model '{0}' is not ready: it failed to load: {1}")]
+    ModelFailed(String, String),
+    #[error("the server is shutting down")]
+    Unavailable,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownModel(_) | ApiError::UnknownVersion { .. } | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ModelLoading(_) | ApiError::ModelFailed(..) | ApiError::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl From<inferd_runtime::Error> for ApiError {
+    fn from(e: inferd_runtime::Error) -> Self {
+        match e {
+            inferd_runtime::Error::Input(input) => ApiError::BadRequest(input.to_string()),
+            inferd_runtime::Error::PoolClosed => ApiError::Unavailable,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        json_response(status, inferd_protocol::error_body(&self.to_string()))
+    }
+}
+
+/// A response with a JSON body already encoded.
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

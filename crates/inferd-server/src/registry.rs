@@ -1,0 +1,392 @@
+//! The models a server knows: where they come from, their versions, and
+//! whether each is loading, ready or failed.
+//!
+//! Finding model files ([`plan`]) is quick and happens before the server
+//! listens, so a typo in a path fails the start at once. Loading (compiling
+//! the model) may be slow and happens after, while the server already answers
+//! health checks: a model is `Loading` (503) until it is `Ready`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use inferd_runtime::{Model, ModelFormat};
+
+use crate::metrics::{Metrics, ModelMetrics};
+
+/// Where to find models, as the command line says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `--model NAME=PATH`: a model file, or a folder holding one (optionally
+    /// in numbered version sub-folders).
+    Named { name: String, path: PathBuf },
+    /// `--model-repository DIR`: each sub-folder is a model named after it.
+    Repository(PathBuf),
+}
+
+impl ModelSource {
+    /// Parses `NAME=PATH`.
+    pub fn parse_named(arg: &str) -> Result<ModelSource, RegistryError> {
+        let (name, path) = arg
+            .split_once('=')
+            .ok_or_else(|| RegistryError::Argument(format!("'{arg}' is not NAME=PATH")))?;
+        check_name(name)?;
+        if path.is_empty() {
+            return Err(RegistryError::Argument(format!("'{arg}' has an empty PATH")));
+        }
+        Ok(ModelSource::Named {
+            name: name.to_owned(),
+            path: PathBuf::from(path),
+        })
+    }
+}
+
+/// Errors finding or loading models.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Argument(String),
+    #[error("invalid model name '{0}': use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit")]
+    InvalidName(String),
+    #[error("model '{0}' is given more than once")]
+    Duplicate(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    NoModelFile(String),
+    #[error("model '{name}' version {version} ({path}): {source}")]
+    Load {
+        name: String,
+        version: String,
+        path: PathBuf,
+        #[source]
+        source: inferd_runtime::Error,
+    },
+}
+
+/// Model names travel in URLs and metric labels: keep them plain.
+pub fn check_name(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::InvalidName(name.to_owned()))
+    }
+}
+
+/// One model version to load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedVersion {
+    pub version: u64,
+    pub path: PathBuf,
+    pub format: ModelFormat,
+}
+
+/// One model and the versions to load for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedModel {
+    pub name: String,
+    pub versions: Vec<PlannedVersion>,
+}
+
+/// Finds every model file the sources name, without loading any.
+///
+/// `format` overrides the format read from file extensions.
+pub fn plan(
+    sources: &[ModelSource],
+    format: Option<ModelFormat>,
+) -> Result<Vec<PlannedModel>, RegistryError> {
+    let mut planned: Vec<PlannedModel> = Vec::new();
+    for source in sources {
+        match source {
+            ModelSource::Named { name, path } => {
+                planned.push(plan_model(name, path, format)?);
+            }
+            ModelSource::Repository(dir) => {
+                for entry in sorted_entries(dir)? {
+                    let file_name = entry
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    if file_name.starts_with('.') || !entry.is_dir() {
+                        continue;
+                    }
+                    check_name(&file_name)?;
+                    planned.push(plan_model(&file_name, &entry, format)?);
+                }
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for m in &planned {
+        if !seen.insert(m.name.as_str()) {
+            return Err(RegistryError::Duplicate(m.name.clone()));
+        }
+    }
+    Ok(planned)
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, RegistryError> {
+    let io = |source| RegistryError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort();
+    Ok(entries)
+}
+
+/// A model path is a file, a folder with a model file, or a folder with
+/// numbered version folders each holding a model file (Triton's layout).
+fn plan_model(
+    name: &str,
+    path: &Path,
+    format: Option<ModelFormat>,
+) -> Result<PlannedModel, RegistryError> {
+    let meta = std::fs::metadata(path).map_err(|source| RegistryError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let versions = if meta.is_file() {
+        let format = format.or_else(|| ModelFormat::from_path(path)).ok_or_else(|| {
+            RegistryError::NoModelFile(format!(
+                "model '{name}': cannot tell the format of {} from its extension; pass --format",
+                path.display()
+            ))
+        })?;
+        vec![PlannedVersion {
+            version: 1,
+            path: path.to_owned(),
+            format,
+        }]
+    } else {
+        let numbered: Vec<(u64, PathBuf)> = sorted_entries(path)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .filter_map(|p| {
+                let n = p.file_name()?.to_str()?;
+                let all_digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+                let v = if all_digits { n.parse().ok()? } else { return None };
+                Some((v, p))
+            })
+            .collect();
+        if numbered.is_empty() {
+            let (file, format) = find_model_file(name, path, format)?;
+            vec![PlannedVersion {
+                version: 1,
+                path: file,
+                format,
+            }]
+        } else {
+            let mut versions = numbered
+                .into_iter()
+                .map(|(version, dir)| {
+                    let (file, format) = find_model_file(name, &dir, format)?;
+                    Ok(PlannedVersion {
+                        version,
+                        path: file,
+                        format,
+                    })
+                })
+                .collect::<Result<Vec<_>, RegistryError>>()?;
+            versions.sort_by_key(|v| v.version);
+            versions
+        }
+    };
+    Ok(PlannedModel {
+        name: name.to_owned(),
+        versions,
+    })
+}
+
+/// The model file inside a folder: `model.<ext>` of a known format, or the
+/// only file of a known format.
+fn find_model_file(
+    name: &str,
+    dir: &Path,
+    format: Option<ModelFormat>,
+) -> Result<(PathBuf, ModelFormat), RegistryError> {
+    let candidates: Vec<(PathBuf, ModelFormat)> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let f = ModelFormat::from_path(&p)?;
+            (format.is_none() || format == Some(f)).then_some((p, f))
+        })
+        .collect();
+    if let Some(preferred) = candidates
+        .iter()
+        .find(|(p, f)| p.file_name().and_then(|n| n.to_str()) == Some(f.default_file_name()))
+    {
+        return Ok(preferred.clone());
+    }
+    match candidates.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(RegistryError::NoModelFile(format!(
+            "model '{name}': no model file (e.g. model.onnx) in {}",
+            dir.display()
+        ))),
+        _ => Err(RegistryError::NoModelFile(format!(
+            "model '{name}': several model files in {} and none is named model.<format>",
+            dir.display()
+        ))),
+    }
+}
+
+/// A loaded model version, ready to serve.
+pub struct ServedModel {
+    pub name: String,
+    pub version: String,
+    pub model: Arc<dyn Model>,
+    pub metrics: ModelMetrics,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a model stands.
+#[derive(Clone, Debug)]
+pub enum ModelState {
+    Loading,
+    Ready(Arc<ReadyModel>),
+    Failed(String),
+}
+
+/// A ready model's versions, newest last.
+#[derive(Clone, Debug)]
+pub struct ReadyModel {
+    versions: BTreeMap<u64, Arc<ServedModel>>,
+}
+
+impl ReadyModel {
+    /// The version a request without `/versions/{v}` gets: the newest.
+    pub fn latest(&self) -> Option<&Arc<ServedModel>> {
+        self.versions.values().next_back()
+    }
+
+    /// A version by its URL form; versions are decimal numbers.
+    pub fn version(&self, v: &str) -> Option<&Arc<ServedModel>> {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        self.versions.get(&v.parse().ok()?)
+    }
+
+    pub fn version_names(&self) -> impl Iterator<Item = &str> {
+        self.versions.values().map(|s| s.version.as_str())
+    }
+}
+
+/// The models of one server and their states.
+#[derive(Debug, Default)]
+pub struct Registry {
+    models: RwLock<HashMap<String, ModelState>>,
+}
+
+impl Registry {
+    /// A registry that knows these models, all `Loading`.
+    pub fn with_planned(planned: &[PlannedModel]) -> Registry {
+        let models = planned
+            .iter()
+            .map(|m| (m.name.clone(), ModelState::Loading))
+            .collect();
+        Registry {
+            models: RwLock::new(models),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<ModelState> {
+        self.read().get(name).cloned()
+    }
+
+    /// Looks a model up without cloning its state.
+    pub fn with<R>(&self, name: &str, f: impl FnOnce(Option<&ModelState>) -> R) -> R {
+        f(self.read().get(name))
+    }
+
+    /// Model names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// True when every known model is ready.
+    pub fn all_ready(&self) -> bool {
+        self.read()
+            .values()
+            .all(|s| matches!(s, ModelState::Ready(_)))
+    }
+
+    pub fn set(&self, name: &str, state: ModelState) {
+        self.models
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_owned(), state);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ModelState>> {
+        // A panic while holding the lock cannot leave the map half-written
+        // (inserts are single calls), so a poisoned lock is still usable.
+        self.models
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Loads every version of a planned model (blocking: call it off the reactor).
+pub fn load_model(planned: &PlannedModel, metrics: &Metrics) -> Result<ReadyModel, RegistryError> {
+    let mut versions = BTreeMap::new();
+    for v in &planned.versions {
+        let started = Instant::now();
+        let model =
+            inferd_runtime::load(&v.path, v.format).map_err(|source| RegistryError::Load {
+                name: planned.name.clone(),
+                version: v.version.to_string(),
+                path: v.path.clone(),
+                source,
+            })?;
+        let version = v.version.to_string();
+        metrics.record_load(&planned.name, &version, started.elapsed().as_secs_f64());
+        tracing::info!(
+            model = %planned.name,
+            version = %version,
+            path = %v.path.display(),
+            seconds = started.elapsed().as_secs_f64(),
+            "model loaded"
+        );
+        versions.insert(
+            v.version,
+            Arc::new(ServedModel {
+                metrics: metrics.for_model(&planned.name, &version),
+                name: planned.name.clone(),
+                version,
+                model,
+            }),
+        );
+    }
+    Ok(ReadyModel { versions })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! HTTP routes, one module per protocol, over shared request plumbing.
+
+mod health;
+mod v1;
+mod v2;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use inferd_tensor::Tensor;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::metrics::Protocol;
+use crate::registry::{ModelState, ServedModel};
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(health::root))
+        .route("/metrics", get(health::metrics))
+        .route("/v2", get(health::server_metadata))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2/models", get(health::model_list))
+        .route("/v2/models/{model}", get(v2::metadata))
+        .route("/v2/models/{model}/versions/{version}", get(v2::metadata_version))
+        .route("/v2/models/{model}/ready", get(v2::ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::ready_version))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
+        .route("/v1/models", get(health::model_list_v1))
+        // `{model}:predict` is one path segment; the handler splits the verb off.
+        .route("/v1/models/{model}", get(v1::status).post(v1::predict))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+}
+
+/// Path parameters whose rejection is a JSON 400 like every other error.
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(Params(t)),
+            Err(e) => Err(ApiError::BadRequest(format!("bad path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// Reads a request body, refusing (413) anything over the limit before
+/// buffering it when Content-Length says so, and while reading otherwise.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge(limit))
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
+/// Finds the model version a request names (the newest when it names none).
+pub(crate) fn resolve(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Arc<ServedModel>, ApiError> {
+    state.registry.with(model, |found| match found {
+        None => Err(ApiError::UnknownModel(model.to_owned())),
+        Some(ModelState::Loading) => Err(ApiError::ModelLoading(model.to_owned())),
+        Some(ModelState::Failed(why)) => Err(ApiError::ModelFailed(model.to_owned(), why.clone())),
+        Some(ModelState::Ready(ready)) => {
+            let served = match version {
+                None => ready.latest(),
+                Some(v) => ready.version(v),
+            };
+            served.cloned().ok_or_else(|| ApiError::UnknownVersion {
+                model: model.to_owned(),
+                version: version.unwrap_or_default().to_owned(),
+            })
+        }
+    })
+}
+
+/// Runs checked inputs on the pool and times the model.
+pub(crate) async fn run_model(
+    state: &AppState,
+    served: &Arc<ServedModel>,
+    inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, ApiError> {
+    let inputs = served
+        .model
+        .metadata()
+        .arrange_inputs(inputs)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let started = Instant::now();
+    let outputs = state.pool.infer(served.model.clone(), inputs).await?;
+    served
+        .metrics
+        .inference
+        .observe(started.elapsed().as_secs_f64());
+    Ok(outputs)
+}
+
+/// Wraps an inference handler: resolves the model, counts the request by
+/// model, protocol and status, and times it, however it ends.
+pub(crate) async fn instrumented<F, Fut>(
+    state: &Arc<AppState>,
+    protocol: Protocol,
+    model: &str,
+    version: Option<&str>,
+    handle: F,
+) -> Response
+where
+    F: FnOnce(Arc<ServedModel>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let started = Instant::now();
+    let _in_flight = state.metrics.in_flight();
+    let served = match resolve(state, model, version) {
+        Ok(served) => served,
+        Err(e) => {
+            // Unknown names are not labels: a client must not grow the label set.
+            let label = if matches!(e, ApiError::UnknownModel(_)) { "" } else { model };
+            let seconds = started.elapsed().as_secs_f64();
+            state
+                .metrics
+                .record_failure(label, protocol, e.status().as_u16(), seconds);
+            return e.into_response();
+        }
+    };
+    let result = handle(served.clone()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(response) => {
+            served.metrics.record_success(protocol, seconds);
+            response
+        }
+        Err(e) => {
+            state
+                .metrics
+                .record_failure(&served.name, protocol, e.status().as_u16(), seconds);
+            e.into_response()
+        }
+    }
+}

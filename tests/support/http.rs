@@ -27,16 +27,19 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("status {} body is not JSON ({e}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 }
 
 /// Sends one request and reads the whole reply.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n"
-    );
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if method != "GET" || !body.is_empty() {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -57,7 +60,9 @@ pub fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
 /// Writes raw request bytes and parses the reply.
 pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     // The server may answer (e.g. 413) and close before reading everything.
     let _ = stream.write_all(raw);
     read_reply(&mut stream)
@@ -74,7 +79,10 @@ pub fn read_reply(stream: &mut TcpStream) -> Reply {
 pub fn read_reply_lenient(stream: &mut TcpStream) -> Option<Reply> {
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
-    bytes.windows(4).any(|w| w == b"\r\n\r\n").then(|| parse(&bytes))
+    bytes
+        .windows(4)
+        .any(|w| w == b"\r\n\r\n")
+        .then(|| parse(&bytes))
 }
 
 fn parse(bytes: &[u8]) -> Reply {
@@ -98,16 +106,23 @@ fn parse(bytes: &[u8]) -> Reply {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
-    Reply { status, headers, body }
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16)
-            .unwrap_or(0);
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&rest[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }

@@ -15,7 +15,10 @@ use serde::{Serialize, Serializer};
 /// Decodes JSON array text (or a single scalar), appending its elements to
 /// `data` in row-major order, converted to `data`'s type. Returns the shape
 /// the nesting describes: `[len]` for a flat array, `[]` for a scalar.
-pub(crate) fn decode_into(json: &str, data: &mut TensorData) -> Result<Vec<usize>, serde_json::Error> {
+pub(crate) fn decode_into(
+    json: &str,
+    data: &mut TensorData,
+) -> Result<Vec<usize>, serde_json::Error> {
     let mut state = State {
         start: data.len(),
         data,
@@ -63,9 +66,7 @@ impl State<'_> {
 
     fn array_len<E: de::Error>(&mut self, depth: usize, len: usize) -> Result<(), E> {
         if self.leaf_depth.is_some_and(|d| depth >= d) {
-            return Err(E::custom(
-                "ragged nested array: elements and arrays mixed",
-            ));
+            return Err(E::custom("ragged nested array: elements and arrays mixed"));
         }
         if self.dims.len() <= depth {
             self.dims.resize(depth + 1, None);
@@ -420,7 +421,10 @@ mod tests {
         let e = decode_into("[4, 300]", &mut data).expect_err("out of range");
         assert!(e.to_string().contains("element 1: 300"), "{e}");
         let mut data = TensorData::Uint8(vec![1]);
-        assert_eq!(decode_into("[[2], [3]]", &mut data).expect("decodes"), vec![2, 1]);
+        assert_eq!(
+            decode_into("[[2], [3]]", &mut data).expect("decodes"),
+            vec![2, 1]
+        );
         assert_eq!(data, TensorData::Uint8(vec![1, 2, 3]));
     }
 
@@ -457,7 +461,10 @@ mod tests {
                 TensorData::Uint64(vec![0, u64::MAX]),
             ),
             ("[-128, 127]", TensorData::Int8(vec![-128, 127])),
-            ("[-32768, 32767]", TensorData::Int16(vec![i16::MIN, i16::MAX])),
+            (
+                "[-32768, 32767]",
+                TensorData::Int16(vec![i16::MIN, i16::MAX]),
+            ),
             (
                 "[-2147483648, 2147483647]",
                 TensorData::Int32(vec![i32::MIN, i32::MAX]),
@@ -502,7 +509,9 @@ mod tests {
     fn wrong_types_are_refused() {
         assert!(err("[1.5]", DataType::Int32).contains("expected an integer for INT32"));
         assert!(err("[1]", DataType::Bool).contains("expected true or false for BOOL"));
-        assert!(err("[true]", DataType::Fp32).contains("expected a number for FP32, found a boolean"));
+        assert!(
+            err("[true]", DataType::Fp32).contains("expected a number for FP32, found a boolean")
+        );
         assert!(err(r#"["NaN"]"#, DataType::Fp32).contains("found a string"));
         assert!(err("[null]", DataType::Fp64).contains("found null"));
         assert!(err("[1]", DataType::Bytes).contains("expected a string for BYTES"));

@@ -66,14 +66,23 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, De
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => return Err(DecodeError::new("", "the request body is empty")),
         Some(b'{') => {}
-        Some(_) => return Err(DecodeError::new("", "the request body must be a JSON object")),
+        Some(_) => {
+            return Err(DecodeError::new(
+                "",
+                "the request body must be a JSON object",
+            ));
+        }
     }
     serde_json::from_slice(body).map_err(|plain| {
         let mut de = serde_json::Deserializer::from_slice(body);
         match serde_path_to_error::deserialize::<_, T>(&mut de) {
             Err(e) => {
                 let path = e.path().to_string();
-                let path = if path == "." || path == "?" { String::new() } else { path };
+                let path = if path == "." || path == "?" {
+                    String::new()
+                } else {
+                    path
+                };
                 DecodeError::new(path, e.into_inner().to_string())
             }
             // Only trailing bytes after a valid value fail the plain parse alone.

@@ -43,9 +43,8 @@ pub fn decode_predict_request(
         let text = raw.get();
         let keyed = text.trim_start().starts_with('{');
         if keyed {
-            let fields: HashMap<&str, &RawValue> = serde_json::from_str(text).map_err(|e| {
-                DecodeError::new(format!("instances[{row}]"), e.to_string())
-            })?;
+            let fields: HashMap<&str, &RawValue> = serde_json::from_str(text)
+                .map_err(|e| DecodeError::new(format!("instances[{row}]"), e.to_string()))?;
             if let Some(unknown) = fields
                 .keys()
                 .find(|k| !inputs.iter().any(|s| s.name == **k))
@@ -62,7 +61,10 @@ pub fn decode_predict_request(
                         format!("missing input '{}'", column.spec.name),
                     )
                 })?;
-                column.push(value.get(), &format!("instances[{row}].{}", column.spec.name))?;
+                column.push(
+                    value.get(),
+                    &format!("instances[{row}].{}", column.spec.name),
+                )?;
             }
         } else {
             match columns.as_mut_slice() {
@@ -257,11 +259,23 @@ mod tests {
         let cases: [(&[u8], &str); 8] = [
             (b"", "the request body is empty"),
             (b"{}", "missing field `instances`"),
-            (br#"{"instances": []}"#, "instances: must hold at least one instance"),
+            (
+                br#"{"instances": []}"#,
+                "instances: must hold at least one instance",
+            ),
             (br#"{"instances": 3}"#, "instances: invalid type"),
-            (br#"{"instances": [[1, 2], [3]]}"#, "instances[1]: shape [1] differs"),
-            (br#"{"instances": [[1, "a"]]}"#, "instances[0]: element 1: expected a number"),
-            (br#"{"instances": [{"y": [1, 2]}]}"#, "instances[0].y: the model has no input"),
+            (
+                br#"{"instances": [[1, 2], [3]]}"#,
+                "instances[1]: shape [1] differs",
+            ),
+            (
+                br#"{"instances": [[1, "a"]]}"#,
+                "instances[0]: element 1: expected a number",
+            ),
+            (
+                br#"{"instances": [{"y": [1, 2]}]}"#,
+                "instances[0].y: the model has no input",
+            ),
             (br#"{"instances": [[1, 2]"#, "EOF"),
         ];
         for (body, want) in cases {

@@ -84,7 +84,8 @@ pub fn decode_infer_request(body: &[u8]) -> Result<InferRequest, DecodeError> {
                 "missing: each input needs its elements in `data`",
             )
         })?;
-        let mut data = TensorData::with_capacity(datatype, element_count(&shape).unwrap_or(0).min(1 << 16));
+        let mut data =
+            TensorData::with_capacity(datatype, element_count(&shape).unwrap_or(0).min(1 << 16));
         data::decode_into(raw.get(), &mut data)
             .map_err(|e| DecodeError::new(path("data"), e.to_string()))?;
         let tensor = Tensor::new(input.name, shape, data)
@@ -153,7 +154,8 @@ pub fn encode_infer_response(
             })
             .collect(),
     };
-    let mut out = Vec::with_capacity(128 + outputs.iter().map(|t| t.data().len() * 12).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(128 + outputs.iter().map(|t| t.data().len() * 12).sum::<usize>());
     serde_json::to_writer(&mut out, &response).map_err(|e| EncodeError(e.to_string()))?;
     Ok(out)
 }

@@ -201,16 +201,20 @@ mod tests {
         let m = meta();
         let c = Tensor::new("c", vec![1], TensorData::Int64(vec![0])).expect("tensor");
         assert_eq!(
-            m.arrange_inputs(vec![a(1), b(1), c]).unwrap_err().to_string(),
+            m.arrange_inputs(vec![a(1), b(1), c])
+                .expect_err("must fail")
+                .to_string(),
             "input 'c' is not an input of the model (it takes a, b)"
         );
         assert_eq!(
-            m.arrange_inputs(vec![a(1)]).unwrap_err(),
+            m.arrange_inputs(vec![a(1)]).expect_err("must fail"),
             InputError::Missing("b".into())
         );
         let wrong = Tensor::new("b", vec![1], TensorData::Int32(vec![0])).expect("tensor");
         assert_eq!(
-            m.arrange_inputs(vec![a(1), wrong]).unwrap_err().to_string(),
+            m.arrange_inputs(vec![a(1), wrong])
+                .expect_err("must fail")
+                .to_string(),
             "input 'b': datatype INT32 does not match the model's INT64"
         );
         let flat = Tensor::new("a", vec![2], TensorData::Fp32(vec![0.0; 2])).expect("tensor");
@@ -229,7 +233,10 @@ mod tests {
             ModelFormat::from_path(Path::new("x/model.onnx")),
             Some(ModelFormat::Onnx)
         );
-        assert_eq!(ModelFormat::from_path(Path::new("x/model.ONNX")), Some(ModelFormat::Onnx));
+        assert_eq!(
+            ModelFormat::from_path(Path::new("x/model.ONNX")),
+            Some(ModelFormat::Onnx)
+        );
         assert_eq!(ModelFormat::from_path(Path::new("x/model.bin")), None);
         assert!(matches!(
             ModelFormat::parse("pickle"),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use inferd_tensor::{DataType, Dim, Tensor, TensorData, TensorSpec};
 use tract_onnx::prelude::*;
@@ -23,6 +23,10 @@ type TractTensor = tract_onnx::prelude::Tensor;
 /// An ONNX model compiled by tract.
 pub struct OnnxModel {
     plan: Plan,
+    /// Run states kept between calls: making one allocates a slot per node,
+    /// which costs as much as running a small model. At most one per thread
+    /// that runs the model at the same time.
+    states: Mutex<Vec<TypedSimpleState>>,
     metadata: ModelMetadata,
 }
 
@@ -70,9 +74,10 @@ impl OnnxModel {
             let outlet = model.inputs[ix];
             let name = model.node(outlet.node).name.clone();
             let fact = model.input_fact(ix).map_err(load_error)?.clone();
-            let datum = fact.datum_type.concretize().ok_or_else(|| {
-                Error::Load(format!("input '{name}' declares no element type"))
-            })?;
+            let datum = fact
+                .datum_type
+                .concretize()
+                .ok_or_else(|| Error::Load(format!("input '{name}' declares no element type")))?;
             let datatype = protocol_type(datum).ok_or_else(|| {
                 Error::Load(format!(
                     "input '{name}' has element type {datum:?}, which the inference protocol cannot carry"
@@ -146,6 +151,7 @@ impl OnnxModel {
         let plan = typed.into_runnable().map_err(load_error)?;
         Ok(OnnxModel {
             plan,
+            states: Mutex::new(Vec::new()),
             metadata: ModelMetadata {
                 platform: "onnx_onnxv1",
                 inputs,
@@ -165,10 +171,26 @@ impl Model for OnnxModel {
             .into_iter()
             .map(to_tract)
             .collect::<Result<TVec<TValue>>>()?;
-        let results = self
-            .plan
+        let reused = self
+            .states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let mut state = match reused {
+            Some(state) => state,
+            None => self
+                .plan
+                .spawn()
+                .map_err(|e| Error::Inference(format!("{e:#}")))?,
+        };
+        // A state whose run failed is dropped rather than reused.
+        let results = state
             .run(values)
             .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(state);
         results
             .into_iter()
             .zip(&self.metadata.outputs)
@@ -223,7 +245,9 @@ fn to_tract(tensor: Tensor) -> Result<TValue> {
                 .map(|(i, b)| {
                     String::from_utf8(b).map_err(|_| InputError::Value {
                         name: name.clone(),
-                        message: format!("element {i} is not UTF-8, which an ONNX string tensor needs"),
+                        message: format!(
+                            "element {i} is not UTF-8, which an ONNX string tensor needs"
+                        ),
                     })
                 })
                 .collect::<Result<Vec<String>, InputError>>()?;

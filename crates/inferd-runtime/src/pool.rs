@@ -59,16 +59,15 @@ impl InferencePool {
             if reply.is_closed() {
                 return;
             }
-            let result = catch_unwind(AssertUnwindSafe(|| model.infer(inputs))).unwrap_or_else(
-                |panic| {
+            let result =
+                catch_unwind(AssertUnwindSafe(|| model.infer(inputs))).unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| (*s).to_owned())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown cause".to_owned());
                     Err(Error::Inference(format!("the model panicked: {what}")))
-                },
-            );
+                });
             let _ = reply.send(result);
         });
         self.jobs.send(job).map_err(|_| Error::PoolClosed)?;
@@ -94,7 +93,9 @@ mod tests {
             match data {
                 TensorData::Fp32(v) if v.iter().all(|x| x.is_finite()) => {
                     let doubled = v.iter().map(|x| x * 2.0).collect();
-                    Ok(vec![Tensor::new(name, shape, TensorData::Fp32(doubled)).expect("same shape")])
+                    Ok(vec![
+                        Tensor::new(name, shape, TensorData::Fp32(doubled)).expect("same shape"),
+                    ])
                 }
                 _ => panic!("cannot double this"),
             }
@@ -119,8 +120,15 @@ mod tests {
         let out = pool.infer(model(), input(1.5)).await.expect("runs");
         assert_eq!(out[0].data(), &TensorData::Fp32(vec![3.0]));
 
-        let err = pool.infer(model(), input(f32::NAN)).await.expect_err("panics");
-        assert!(err.to_string().contains("the model panicked: cannot double this"), "{err}");
+        let err = pool
+            .infer(model(), input(f32::NAN))
+            .await
+            .expect_err("panics");
+        assert!(
+            err.to_string()
+                .contains("the model panicked: cannot double this"),
+            "{err}"
+        );
 
         // The threads are still there after a panic.
         for i in 0..8 {
@@ -143,9 +151,9 @@ mod tests {
         }
     }
 
-    async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+    async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
     where
-        F: Send + 'static,
+        F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let handles: Vec<_> = futures.map(tokio::spawn).collect();

@@ -23,6 +23,9 @@ async fn main() -> std::io::Result<()> {
         post(|_body: Bytes| async { ([(header::CONTENT_TYPE, "application/json")], RESPONSE) }),
     );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("bare handler listening on http://{}", listener.local_addr()?);
+    eprintln!(
+        "bare handler listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await
 }

@@ -24,8 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use error::ApiError;
-pub use metrics::Metrics;
 pub use inferd_runtime::ModelFormat;
+pub use metrics::Metrics;
 pub use registry::{ModelSource, ModelState, Registry, RegistryError};
 
 /// What `serve` needs to know besides the models.
@@ -129,12 +129,13 @@ impl Server {
             InferencePool::new(config.inference_threads)
         }
         .map_err(ServerError::Threads)?;
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.addr,
+                    source,
+                })?;
         let state = Arc::new(AppState::new(
             Registry::with_planned(&planned),
             pool,

@@ -132,13 +132,11 @@ impl Metrics {
             version: version.to_owned(),
         };
         let per_protocol = |protocol: Protocol| ProtocolMetrics {
-            ok: self
-                .requests
-                .get_or_create_owned(&RequestLabels {
-                    model: model.to_owned(),
-                    protocol: protocol.as_str(),
-                    code: 200,
-                }),
+            ok: self.requests.get_or_create_owned(&RequestLabels {
+                model: model.to_owned(),
+                protocol: protocol.as_str(),
+                code: 200,
+            }),
             duration: self.request_duration.get_or_create_owned(&LatencyLabels {
                 model: model.to_owned(),
                 protocol: protocol.as_str(),

@@ -33,7 +33,9 @@ impl ModelSource {
             .ok_or_else(|| RegistryError::Argument(format!("'{arg}' is not NAME=PATH")))?;
         check_name(name)?;
         if path.is_empty() {
-            return Err(RegistryError::Argument(format!("'{arg}' has an empty PATH")));
+            return Err(RegistryError::Argument(format!(
+                "'{arg}' has an empty PATH"
+            )));
         }
         Ok(ModelSource::Named {
             name: name.to_owned(),
@@ -47,7 +49,9 @@ impl ModelSource {
 pub enum RegistryError {
     #[error("{0}")]
     Argument(String),
-    #[error("invalid model name '{0}': use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit")]
+    #[error(
+        "invalid model name '{0}': use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit"
+    )]
     InvalidName(String),
     #[error("model '{0}' is given more than once")]
     Duplicate(String),
@@ -65,7 +69,7 @@ pub enum RegistryError {
         version: String,
         path: PathBuf,
         #[source]
-        source: inferd_runtime::Error,
+        source: Box<inferd_runtime::Error>,
     },
 }
 
@@ -180,7 +184,11 @@ fn plan_model(
             .filter_map(|p| {
                 let n = p.file_name()?.to_str()?;
                 let all_digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
-                let v = if all_digits { n.parse().ok()? } else { return None };
+                let v = if all_digits {
+                    n.parse().ok()?
+                } else {
+                    return None;
+                };
                 Some((v, p))
             })
             .collect();
@@ -364,7 +372,7 @@ pub fn load_model(planned: &PlannedModel, metrics: &Metrics) -> Result<ReadyMode
                 name: planned.name.clone(),
                 version: v.version.to_string(),
                 path: v.path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let version = v.version.to_string();
         metrics.record_load(&planned.name, &version, started.elapsed().as_secs_f64());

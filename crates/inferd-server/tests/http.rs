@@ -15,7 +15,9 @@ use inferd_server::{AppState, ModelSource, Server, ServerConfig};
 use serde_json::{Value, json};
 
 fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn named(name: &str, path: &str) -> ModelSource {
@@ -123,7 +125,10 @@ fn assert_outputs_match(got: &Value, want: &Value, tolerance: f64) {
         assert_eq!(g["name"], w["name"]);
         assert_eq!(g["datatype"], w["datatype"]);
         assert_eq!(g["shape"], w["shape"]);
-        let (gd, wd) = (g["data"].as_array().expect("d"), w["data"].as_array().expect("d"));
+        let (gd, wd) = (
+            g["data"].as_array().expect("d"),
+            w["data"].as_array().expect("d"),
+        );
         assert_eq!(gd.len(), wd.len());
         for (a, b) in gd.iter().zip(wd) {
             let (a, b) = (a.as_f64().expect("number"), b.as_f64().expect("number"));
@@ -182,10 +187,16 @@ fn model_metadata_and_readiness() {
     assert_eq!(fixed["inputs"][0]["shape"], json!([2, 3]));
 
     let r = get(s.addr, "/v2/models/iris/ready");
-    assert_eq!((r.status, r.json()), (200, json!({"name": "iris", "ready": true})));
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!({"name": "iris", "ready": true}))
+    );
     assert_eq!(get(s.addr, "/v2/models/iris/versions/1/ready").status, 200);
     let v1 = get(s.addr, "/v1/models/iris");
-    assert_eq!((v1.status, v1.json()), (200, json!({"name": "iris", "ready": true})));
+    assert_eq!(
+        (v1.status, v1.json()),
+        (200, json!({"name": "iris", "ready": true}))
+    );
 
     for path in [
         "/v2/models/nope",
@@ -199,9 +210,11 @@ fn model_metadata_and_readiness() {
         assert_eq!(r.status, 404, "{path}");
         assert!(r.json()["error"].is_string(), "{path}");
     }
-    assert!(get(s.addr, "/v2/models/iris/versions/2").json()["error"]
-        .as_str()
-        .is_some_and(|e| e.contains("model 'iris' has no version '2'")));
+    assert!(
+        get(s.addr, "/v2/models/iris/versions/2").json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("model 'iris' has no version '2'"))
+    );
 }
 
 #[test]
@@ -224,7 +237,8 @@ fn iris_predictions_equal_onnxruntime() {
     // Nested data means the same as flat data.
     let flat: Vec<f64> = serde_json::from_value(want["inputs"][0]["data"].clone()).expect("data");
     let nested: Vec<Vec<f64>> = flat.chunks(4).map(<[f64]>::to_vec).collect();
-    let body = json!({"inputs": [{"name": "input", "shape": [6, 4], "datatype": "FP32", "data": nested}]});
+    let body =
+        json!({"inputs": [{"name": "input", "shape": [6, 4], "datatype": "FP32", "data": nested}]});
     let r = post(s.addr, "/v2/models/iris/infer", &body.to_string());
     assert_outputs_match(&r.json()["outputs"], &want["outputs"], 1e-5);
     assert!(r.json().get("id").is_none());
@@ -268,18 +282,30 @@ fn requested_outputs_are_selected_in_order() {
 fn mlp_and_multi_input_models() {
     let s = iris_server();
     let want = expected("examples/models/mlp");
-    let r = post(s.addr, "/v2/models/mlp/infer", &json!({"inputs": want["inputs"]}).to_string());
+    let r = post(
+        s.addr,
+        "/v2/models/mlp/infer",
+        &json!({"inputs": want["inputs"]}).to_string(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_outputs_match(&r.json()["outputs"], &want["outputs"], 1e-4);
 
     let want = expected("tests/fixtures/models/multi");
     // Inputs in the opposite order from the model's declaration.
     let inputs = json!([want["inputs"][1], want["inputs"][0]]);
-    let r = post(s.addr, "/v2/models/multi/infer", &json!({"inputs": inputs}).to_string());
+    let r = post(
+        s.addr,
+        "/v2/models/multi/infer",
+        &json!({"inputs": inputs}).to_string(),
+    );
     assert_outputs_match(&r.json()["outputs"], &want["outputs"], 0.0);
 
     let want = expected("tests/fixtures/models/fixed");
-    let r = post(s.addr, "/v2/models/fixed/infer", &json!({"inputs": want["inputs"]}).to_string());
+    let r = post(
+        s.addr,
+        "/v2/models/fixed/infer",
+        &json!({"inputs": want["inputs"]}).to_string(),
+    );
     assert_outputs_match(&r.json()["outputs"], &want["outputs"], 0.0);
 }
 
@@ -291,7 +317,11 @@ fn every_datatype_round_trips_over_http() {
         ("uint8", "UINT8", json!([0, 1, 254, 255])),
         ("uint16", "UINT16", json!([0, 1, 2, 65535])),
         ("uint32", "UINT32", json!([0, 1, 2, 4294967295u64])),
-        ("uint64", "UINT64", json!([0, 1, 2, 18446744073709551615u64])),
+        (
+            "uint64",
+            "UINT64",
+            json!([0, 1, 2, 18446744073709551615u64]),
+        ),
         ("int8", "INT8", json!([-128, -1, 0, 127])),
         ("int16", "INT16", json!([-32768, -1, 0, 32767])),
         ("int32", "INT32", json!([-2147483648i64, -1, 0, 2147483647])),
@@ -305,7 +335,11 @@ fn every_datatype_round_trips_over_http() {
         .iter()
         .map(|(n, t, d)| json!({"name": format!("in_{n}"), "shape": [2, 2], "datatype": t, "data": d}))
         .collect();
-    let r = post(s.addr, "/v2/models/identity/infer", &json!({"inputs": inputs}).to_string());
+    let r = post(
+        s.addr,
+        "/v2/models/identity/infer",
+        &json!({"inputs": inputs}).to_string(),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let got = r.json();
     for (n, t, d) in &cases {
@@ -335,11 +369,21 @@ fn v1_predict() {
     assert_eq!(predictions.len(), 2);
     assert_eq!(predictions[0]["label"], 0);
     assert_eq!(predictions[1]["label"], 2);
-    assert_eq!(predictions[1]["probabilities"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        predictions[1]["probabilities"].as_array().map(Vec::len),
+        Some(3)
+    );
 
     // One output: each prediction is that output's row.
-    let r = post(s.addr, "/v1/models/fixed:predict", r#"{"instances": [[1, 2, 3], [4, 5, 6]]}"#);
-    assert_eq!(r.json(), json!({"predictions": [[2.0, 4.0, 6.0], [8.0, 10.0, 12.0]]}));
+    let r = post(
+        s.addr,
+        "/v1/models/fixed:predict",
+        r#"{"instances": [[1, 2, 3], [4, 5, 6]]}"#,
+    );
+    assert_eq!(
+        r.json(),
+        json!({"predictions": [[2.0, 4.0, 6.0], [8.0, 10.0, 12.0]]})
+    );
     // Several inputs: keyed instances.
     let r = post(
         s.addr,
@@ -360,50 +404,215 @@ fn v1_predict() {
 fn bad_requests_get_clear_errors_and_change_nothing() {
     let s = iris_server();
     let iris = "/v2/models/iris/infer";
-    let row = r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}"#;
+    let row =
+        r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}"#;
     let with = |input: &str| format!(r#"{{"inputs": [{input}]}}"#);
     let cases: Vec<(&str, String, u16, &str)> = vec![
         (iris, String::new(), 400, "empty"),
         (iris, "{\"inputs\": [".into(), 400, "EOF"),
         (iris, "inputs=1".into(), 400, "must be a JSON object"),
-        (iris, r#"{"inputs": "x"}"#.into(), 400, "inputs: invalid type"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}"#), 400, "inputs[0].data: shape [1, 4] holds 4 elements but 3 were given"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, "x"]}"#), 400, "inputs[0].data: element 3: expected a number for FP32"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, NaN]}"#), 400, "inputs[0].data"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, Infinity]}"#), 400, "inputs[0].data"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 1e999]}"#), 400, "inputs[0].data"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}"#), 400, "input 'input': datatype FP64 does not match the model's FP32"),
-        (iris, with(r#"{"name": "input", "shape": [1, 4], "datatype": "REAL", "data": [1, 2, 3, 4]}"#), 400, "inputs[0].datatype: unknown datatype 'REAL'"),
-        (iris, with(r#"{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}"#), 400, "does not fit the model's shape [-1, 4]"),
-        (iris, with(r#"{"name": "input", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}"#), 400, "has rank 1 but the model takes rank 2"),
-        (iris, with(r#"{"name": "input", "shape": [4294967296, 4294967296, 4], "datatype": "FP32", "data": [1]}"#), 400, "inputs[0].shape"),
-        (iris, with(r#"{"name": "input", "shape": [1000000000000, 4], "datatype": "FP32", "data": [1]}"#), 400, "holds 4000000000000 elements but 1 were given"),
-        (iris, with(r#"{"name": "petals", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}"#), 400, "input 'petals' is not an input of the model (it takes input)"),
-        (iris, r#"{"inputs": []}"#.into(), 400, "input 'input' is missing"),
-        (iris, format!(r#"{{"inputs": [{row}, {row}]}}"#), 400, "inputs[1].name: input 'input' is given twice"),
-        (iris, format!(r#"{{"inputs": [{row}], "outputs": [{{"name": "logits"}}]}}"#), 400, "outputs[0].name: the model has no output 'logits'"),
-        ("/v2/models/fixed/infer", with(r#"{"name": "x", "shape": [3, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6, 7, 8, 9]}"#), 400, "dimension 0 must be 2"),
-        ("/v2/models/nope/infer", with(row), 404, "unknown model 'nope'"),
-        ("/v2/models/iris/versions/9/infer", with(row), 404, "model 'iris' has no version '9'"),
-        ("/v2/models/..%2F..%2Fetc%2Fpasswd/infer", with(row), 404, "unknown model '../../etc/passwd'"),
-        ("/v2/models/%2e%2e/infer", with(row), 404, "unknown model '..'"),
+        (
+            iris,
+            r#"{"inputs": "x"}"#.into(),
+            400,
+            "inputs: invalid type",
+        ),
+        (
+            iris,
+            with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}"#),
+            400,
+            "inputs[0].data: shape [1, 4] holds 4 elements but 3 were given",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, "x"]}"#,
+            ),
+            400,
+            "inputs[0].data: element 3: expected a number for FP32",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, NaN]}"#,
+            ),
+            400,
+            "inputs[0].data",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, Infinity]}"#,
+            ),
+            400,
+            "inputs[0].data",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 1e999]}"#,
+            ),
+            400,
+            "inputs[0].data",
+        ),
+        (
+            iris,
+            with(r#"{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}"#),
+            400,
+            "input 'input': datatype FP64 does not match the model's FP32",
+        ),
+        (
+            iris,
+            with(r#"{"name": "input", "shape": [1, 4], "datatype": "REAL", "data": [1, 2, 3, 4]}"#),
+            400,
+            "inputs[0].datatype: unknown datatype 'REAL'",
+        ),
+        (
+            iris,
+            with(r#"{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}"#),
+            400,
+            "does not fit the model's shape [-1, 4]",
+        ),
+        (
+            iris,
+            with(r#"{"name": "input", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]}"#),
+            400,
+            "has rank 1 but the model takes rank 2",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "input", "shape": [4294967296, 4294967296, 4], "datatype": "FP32", "data": [1]}"#,
+            ),
+            400,
+            "inputs[0].shape",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "input", "shape": [1000000000000, 4], "datatype": "FP32", "data": [1]}"#,
+            ),
+            400,
+            "holds 4000000000000 elements but 1 were given",
+        ),
+        (
+            iris,
+            with(
+                r#"{"name": "petals", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}"#,
+            ),
+            400,
+            "input 'petals' is not an input of the model (it takes input)",
+        ),
+        (
+            iris,
+            r#"{"inputs": []}"#.into(),
+            400,
+            "input 'input' is missing",
+        ),
+        (
+            iris,
+            format!(r#"{{"inputs": [{row}, {row}]}}"#),
+            400,
+            "inputs[1].name: input 'input' is given twice",
+        ),
+        (
+            iris,
+            format!(r#"{{"inputs": [{row}], "outputs": [{{"name": "logits"}}]}}"#),
+            400,
+            "outputs[0].name: the model has no output 'logits'",
+        ),
+        (
+            "/v2/models/fixed/infer",
+            with(
+                r#"{"name": "x", "shape": [3, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6, 7, 8, 9]}"#,
+            ),
+            400,
+            "dimension 0 must be 2",
+        ),
+        (
+            "/v2/models/nope/infer",
+            with(row),
+            404,
+            "unknown model 'nope'",
+        ),
+        (
+            "/v2/models/iris/versions/9/infer",
+            with(row),
+            404,
+            "model 'iris' has no version '9'",
+        ),
+        (
+            "/v2/models/..%2F..%2Fetc%2Fpasswd/infer",
+            with(row),
+            404,
+            "unknown model '../../etc/passwd'",
+        ),
+        (
+            "/v2/models/%2e%2e/infer",
+            with(row),
+            404,
+            "unknown model '..'",
+        ),
         ("/v2/models/iris%00/infer", with(row), 404, "unknown model"),
         ("/v2/models/../infer", with(row), 404, ""),
-        ("/v2/models/iris/predict", with(row), 404, "no such endpoint"),
-        ("/v1/models/iris:predict", r#"{"instances": [[1, 2]]}"#.into(), 400, "does not fit the model's shape [-1, 4]"),
-        ("/v1/models/iris:predict", r#"{"instances": []}"#.into(), 400, "instances: must hold at least one instance"),
-        ("/v1/models/iris:predict", r#"{"rows": []}"#.into(), 400, "missing field `instances`"),
-        ("/v1/models/iris:predict", r#"{"instances": [[1, 2, 3, 4], [1, 2, 3]]}"#.into(), 400, "instances[1]: shape [3] differs"),
-        ("/v1/models/iris:explain", r#"{"instances": [[1, 2, 3, 4]]}"#.into(), 404, "explainers are not supported"),
-        ("/v1/models/iris", r#"{"instances": [[1, 2, 3, 4]]}"#.into(), 404, "needs a verb"),
-        ("/v1/models/nope:predict", r#"{"instances": [[1, 2, 3, 4]]}"#.into(), 404, "unknown model 'nope'"),
+        (
+            "/v2/models/iris/predict",
+            with(row),
+            404,
+            "no such endpoint",
+        ),
+        (
+            "/v1/models/iris:predict",
+            r#"{"instances": [[1, 2]]}"#.into(),
+            400,
+            "does not fit the model's shape [-1, 4]",
+        ),
+        (
+            "/v1/models/iris:predict",
+            r#"{"instances": []}"#.into(),
+            400,
+            "instances: must hold at least one instance",
+        ),
+        (
+            "/v1/models/iris:predict",
+            r#"{"rows": []}"#.into(),
+            400,
+            "missing field `instances`",
+        ),
+        (
+            "/v1/models/iris:predict",
+            r#"{"instances": [[1, 2, 3, 4], [1, 2, 3]]}"#.into(),
+            400,
+            "instances[1]: shape [3] differs",
+        ),
+        (
+            "/v1/models/iris:explain",
+            r#"{"instances": [[1, 2, 3, 4]]}"#.into(),
+            404,
+            "explainers are not supported",
+        ),
+        (
+            "/v1/models/iris",
+            r#"{"instances": [[1, 2, 3, 4]]}"#.into(),
+            404,
+            "needs a verb",
+        ),
+        (
+            "/v1/models/nope:predict",
+            r#"{"instances": [[1, 2, 3, 4]]}"#.into(),
+            404,
+            "unknown model 'nope'",
+        ),
     ];
     for (path, body, status, message) in &cases {
         let r = post(s.addr, path, body);
         assert_eq!(r.status, *status, "{path} {body}: {}", r.text());
         let error = r.json()["error"].as_str().map(str::to_owned);
         let error = error.unwrap_or_else(|| panic!("{path} {body}: no error field: {}", r.text()));
-        assert!(error.contains(message), "{path} {body}: {error:?} lacks {message:?}");
+        assert!(
+            error.contains(message),
+            "{path} {body}: {error:?} lacks {message:?}"
+        );
         assert_eq!(r.header("content-type"), Some("application/json"));
         // The next good request is answered as before.
         let ok = post(s.addr, iris, &with(row));
@@ -428,13 +637,14 @@ fn oversized_bodies_get_413() {
     let big = vec![b' '; limit + 1];
     let r = request(s.addr, "POST", "/v2/models/iris/infer", &big);
     assert_eq!(r.status, 413);
-    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("262144 bytes")));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("262144 bytes"))
+    );
 
     // Undeclared (chunked): refused while reading.
-    let mut raw = format!(
-        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
+    let mut raw = "POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".as_bytes().to_vec();
     for _ in 0..5 {
         raw.extend_from_slice(format!("{:x}\r\n", 64 * 1024).as_bytes());
         raw.extend(std::iter::repeat_n(b' ', 64 * 1024));
@@ -447,7 +657,11 @@ fn oversized_bodies_get_413() {
     // Same for V1, and the server still serves.
     let r = request(s.addr, "POST", "/v1/models/iris:predict", &big);
     assert_eq!(r.status, 413);
-    let ok = post(s.addr, "/v1/models/iris:predict", r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#);
+    let ok = post(
+        s.addr,
+        "/v1/models/iris:predict",
+        r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#,
+    );
     assert_eq!(ok.status, 200);
 }
 
@@ -477,12 +691,20 @@ fn metrics_count_requests_by_model_protocol_and_code() {
     assert_eq!(post(s.addr, "/v2/models/iris/infer", "{}").status, 400);
     assert_eq!(post(s.addr, "/v2/models/ghost/infer", row).status, 404);
     assert_eq!(
-        post(s.addr, "/v1/models/iris:predict", r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#).status,
+        post(
+            s.addr,
+            "/v1/models/iris:predict",
+            r#"{"instances": [[5.1, 3.5, 1.4, 0.2]]}"#
+        )
+        .status,
         200
     );
     let r = get(s.addr, "/metrics");
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").is_some_and(|c| c.contains("openmetrics-text")));
+    assert!(
+        r.header("content-type")
+            .is_some_and(|c| c.contains("openmetrics-text"))
+    );
     let text = r.text();
     for line in [
         r#"inferd_requests_total{model="iris",protocol="v2",code="200"} 3"#,
@@ -496,7 +718,10 @@ fn metrics_count_requests_by_model_protocol_and_code() {
         assert!(text.contains(line), "missing {line}");
     }
     assert!(text.contains(r#"inferd_model_load_duration_seconds{model="iris",version="1"}"#));
-    assert!(!text.contains("ghost"), "unknown names must not become labels");
+    assert!(
+        !text.contains("ghost"),
+        "unknown names must not become labels"
+    );
 }
 
 #[test]
@@ -514,24 +739,31 @@ fn repository_with_versions() {
     )
     .expect("copy");
     let s = TestServer::start(vec![ModelSource::Repository(dir.path().to_owned())]);
-    assert_eq!(get(s.addr, "/v2/models/iris").json()["versions"], json!(["1", "2"]));
+    assert_eq!(
+        get(s.addr, "/v2/models/iris").json()["versions"],
+        json!(["1", "2"])
+    );
     let row = r#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}"#;
-    assert_eq!(post(s.addr, "/v2/models/iris/infer", row).json()["model_version"], "2");
+    assert_eq!(
+        post(s.addr, "/v2/models/iris/infer", row).json()["model_version"],
+        "2"
+    );
     assert_eq!(
         post(s.addr, "/v2/models/iris/versions/1/infer", row).json()["model_version"],
         "1"
     );
-    assert_eq!(get(s.addr, "/v2/models").json(), json!({"models": ["fixed", "iris"]}));
+    assert_eq!(
+        get(s.addr, "/v2/models").json(),
+        json!({"models": ["fixed", "iris"]})
+    );
 }
 
 #[test]
 fn a_loading_model_is_not_ready_and_answers_503() {
     // A state whose model never finishes loading, served over a real socket.
-    let planned = inferd_server::registry::plan(
-        &[named("iris", "examples/models/iris/model.onnx")],
-        None,
-    )
-    .expect("plan");
+    let planned =
+        inferd_server::registry::plan(&[named("iris", "examples/models/iris/model.onnx")], None)
+            .expect("plan");
     let state = Arc::new(AppState::new(
         inferd_server::Registry::with_planned(&planned),
         inferd_runtime::InferencePool::new(1).expect("pool"),
@@ -550,10 +782,17 @@ fn a_loading_model_is_not_ready_and_answers_503() {
     let r = get(addr, "/v2/models/iris/ready");
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["ready"], false);
-    assert_eq!(get(addr, "/v1/models/iris").json(), json!({"name": "iris", "ready": false}));
+    assert_eq!(
+        get(addr, "/v1/models/iris").json(),
+        json!({"name": "iris", "ready": false})
+    );
     let r = post(addr, "/v2/models/iris/infer", "{}");
     assert_eq!(r.status, 503);
-    assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("still loading")));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("still loading"))
+    );
 }
 
 #[test]
@@ -576,7 +815,12 @@ fn a_model_that_fails_to_load_stops_the_server_with_its_reason() {
             .expect("stops by itself")
     });
     let err = result.expect_err("load fails");
-    let text = format!("{err}: {}", std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default());
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
     assert!(text.contains("model 'zm'"), "{text}");
     assert!(text.contains("ZipMap"), "{text}");
 }
@@ -595,7 +839,10 @@ fn shutdown_turns_readiness_off_and_finishes_in_flight_requests() {
     std::io::Write::write_all(&mut stream, &body.as_bytes()[..20]).expect("half");
     // Wait until the server has the request before asking it to stop.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !get(s.addr, "/metrics").text().contains("inferd_requests_in_flight 1") {
+    while !get(s.addr, "/metrics")
+        .text()
+        .contains("inferd_requests_in_flight 1")
+    {
         assert!(Instant::now() < deadline, "request never arrived");
         thread::sleep(Duration::from_millis(5));
     }
@@ -609,7 +856,10 @@ fn shutdown_turns_readiness_off_and_finishes_in_flight_requests() {
     }
     // New connections are refused while draining (the listener is closed).
     thread::sleep(Duration::from_millis(50));
-    assert!(std::net::TcpStream::connect(addr).is_err(), "still accepting");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting"
+    );
     std::io::Write::write_all(&mut stream, &body.as_bytes()[20..]).expect("rest");
     let reply = http::read_reply(&mut stream);
     assert_eq!(reply.status, 200);
@@ -631,7 +881,10 @@ fn drain_is_bounded() {
     )
     .expect("write");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !get(s.addr, "/metrics").text().contains("inferd_requests_in_flight 1") {
+    while !get(s.addr, "/metrics")
+        .text()
+        .contains("inferd_requests_in_flight 1")
+    {
         assert!(Instant::now() < deadline, "request never arrived");
         thread::sleep(Duration::from_millis(5));
     }

@@ -274,13 +274,18 @@ pub struct TensorSpec {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecMismatch {
     #[error("datatype {actual} does not match the model's {expected}")]
-    DataType { expected: DataType, actual: DataType },
+    DataType {
+        expected: DataType,
+        actual: DataType,
+    },
     #[error("shape {actual:?} has rank {} but the model takes rank {expected_rank}", actual.len())]
     Rank {
         expected_rank: usize,
         actual: Vec<usize>,
     },
-    #[error("shape {actual:?} does not fit the model's shape {expected:?} (dimension {index} must be {size})")]
+    #[error(
+        "shape {actual:?} does not fit the model's shape {expected:?} (dimension {index} must be {size})"
+    )]
     Dim {
         expected: Vec<i64>,
         actual: Vec<usize>,
@@ -388,7 +393,7 @@ mod tests {
             spec.check(DataType::Fp32, &[28]),
             Err(SpecMismatch::Rank { .. })
         ));
-        let err = spec.check(DataType::Fp32, &[7, 3]).unwrap_err();
+        let err = spec.check(DataType::Fp32, &[7, 3]).expect_err("must fail");
         assert_eq!(
             err.to_string(),
             "shape [7, 3] does not fit the model's shape [-1, 4] (dimension 1 must be 4)"

@@ -1,16 +1,23 @@
 //! The `inferd` command: wiring only; each subcommand's logic lives in a library crate.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+
+mod bench;
 use clap::{Parser, Subcommand, ValueEnum};
 use inferd_server::{ModelSource, Server, ServerConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "inferd", version, about = "Kubernetes-native model serving from one binary")]
+#[command(
+    name = "inferd",
+    version,
+    about = "Kubernetes-native model serving from one binary"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, env = "INFERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -30,13 +37,20 @@ enum LogFormat {
 enum Command {
     /// Serve models over the Open Inference Protocol (V2) and KServe V1.
     Serve(ServeArgs),
+    /// Load-test inference endpoints and report throughput and exact latency percentiles.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
     /// A model to serve, as NAME=PATH; PATH is a model file or a folder
     /// holding one (optionally in numbered version folders). Repeatable.
-    #[arg(long = "model", env = "INFERD_MODELS", value_delimiter = ',', value_name = "NAME=PATH")]
+    #[arg(
+        long = "model",
+        env = "INFERD_MODELS",
+        value_delimiter = ',',
+        value_name = "NAME=PATH"
+    )]
     models: Vec<String>,
 
     /// A folder whose sub-folders are models named after them, laid out as
@@ -72,7 +86,20 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The bench runs on a runtime of its own, sized for load generation.
+    if let Command::Bench(args) = cli.command {
+        return match bench::run(*args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -82,6 +109,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Bench(_) => Ok(()),
         }
     });
     match result {
@@ -99,7 +127,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -112,7 +141,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| ModelSource::parse_named(m).with_context(|| format!("--model {m}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    sources.extend(args.model_repository.into_iter().map(ModelSource::Repository));
+    sources.extend(
+        args.model_repository
+            .into_iter()
+            .map(ModelSource::Repository),
+    );
     if sources.is_empty() {
         anyhow::bail!("nothing to serve: pass --model NAME=PATH or --model-repository DIR");
     }

@@ -170,11 +170,7 @@ fn bad_requests_name_the_field() {
             "inputs[1].name",
             "given twice",
         ),
-        (
-            r#"{"id": 5, "inputs": []}"#,
-            "id",
-            "invalid type: integer",
-        ),
+        (r#"{"id": 5, "inputs": []}"#, "id", "invalid type: integer"),
         (
             r#"{"inputs": [], "outputs": [{"nom": "y"}]}"#,
             "outputs[0]",
@@ -183,7 +179,9 @@ fn bad_requests_name_the_field() {
         (r#"{"inputs": []} trailing"#, "", "trailing characters"),
     ];
     for (body, path, message) in cases {
-        let err = decode(body).err().unwrap_or_else(|| panic!("{body} decoded"));
+        let err = decode(body)
+            .err()
+            .unwrap_or_else(|| panic!("{body} decoded"));
         assert_eq!(err.path(), *path, "{body}: {err}");
         assert!(
             err.message().contains(message),

@@ -6,7 +6,9 @@ use serde_json::Value;
 use super::*;
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn load(path: &str) -> OnnxModel {
@@ -43,7 +45,11 @@ fn assert_close(got: &Tensor, want: &Tensor, tolerance: f32) {
     match (got.data(), want.data()) {
         (TensorData::Fp32(g), TensorData::Fp32(w)) => {
             for (i, (a, b)) in g.iter().zip(w).enumerate() {
-                assert!((a - b).abs() <= tolerance, "{}[{i}]: {a} vs {b}", want.name());
+                assert!(
+                    (a - b).abs() <= tolerance,
+                    "{}[{i}]: {a} vs {b}",
+                    want.name()
+                );
             }
         }
         (g, w) => assert_eq!(g, w, "{}", want.name()),
@@ -67,7 +73,11 @@ fn iris_metadata_has_a_dynamic_batch() {
     let meta = model.metadata();
     assert_eq!(
         meta.inputs,
-        vec![TensorSpec::new("input", DataType::Fp32, vec![Dim::Dynamic, Dim::Fixed(4)])]
+        vec![TensorSpec::new(
+            "input",
+            DataType::Fp32,
+            vec![Dim::Dynamic, Dim::Fixed(4)]
+        )]
     );
     let outputs: Vec<(&str, DataType, Vec<i64>)> = meta
         .outputs
@@ -104,10 +114,18 @@ fn one_loaded_model_runs_any_batch_size() {
         panic!("int64 labels")
     };
     for n in [1, 3, 6, 1] {
-        let input = Tensor::new("input", vec![n, 4], TensorData::Fp32(rows[..n * 4].to_vec()))
-            .expect("tensor");
+        let input = Tensor::new(
+            "input",
+            vec![n, 4],
+            TensorData::Fp32(rows[..n * 4].to_vec()),
+        )
+        .expect("tensor");
         let got = model.infer(vec![input]).expect("runs");
-        assert_eq!(got[0].data(), &TensorData::Int64(labels[..n].to_vec()), "batch {n}");
+        assert_eq!(
+            got[0].data(),
+            &TensorData::Int64(labels[..n].to_vec()),
+            "batch {n}"
+        );
         assert_eq!(got[1].shape(), &[n, 3]);
     }
 }
@@ -117,7 +135,10 @@ fn fixed_and_multi_input_models() {
     check_against_expected("tests/fixtures/models/fixed", 0.0);
     check_against_expected("tests/fixtures/models/multi", 0.0);
     let fixed = load("tests/fixtures/models/fixed/model.onnx");
-    assert_eq!(fixed.metadata().inputs[0].shape, vec![Dim::Fixed(2), Dim::Fixed(3)]);
+    assert_eq!(
+        fixed.metadata().inputs[0].shape,
+        vec![Dim::Fixed(2), Dim::Fixed(3)]
+    );
 }
 
 #[test]
@@ -136,14 +157,18 @@ fn every_datatype_passes_through_identity() {
             DataType::Int16 => TensorData::Int16(vec![i16::MIN, -1, 0, 1, 2, i16::MAX]),
             DataType::Int32 => TensorData::Int32(vec![i32::MIN, -1, 0, 1, 2, i32::MAX]),
             DataType::Int64 => TensorData::Int64(vec![i64::MIN, -1, 0, 1, 2, i64::MAX]),
-            DataType::Fp16 => TensorData::Fp16([0.5f32, -1.0, 0.0, 2.0, 65504.0, -0.25]
-                .into_iter()
-                .map(f16::from_f32)
-                .collect()),
+            DataType::Fp16 => TensorData::Fp16(
+                [0.5f32, -1.0, 0.0, 2.0, 65504.0, -0.25]
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect(),
+            ),
             DataType::Fp32 => TensorData::Fp32(vec![0.1, -1.5, 0.0, 1e30, -1e-30, 3.0]),
             DataType::Fp64 => TensorData::Fp64(vec![0.1, -1.5, 0.0, 1e300, -1e-300, 3.0]),
             DataType::Bytes => TensorData::Bytes(
-                ["a", "", "üñí", "d", "e", "f"].map(|s| s.as_bytes().to_vec()).to_vec(),
+                ["a", "", "üñí", "d", "e", "f"]
+                    .map(|s| s.as_bytes().to_vec())
+                    .to_vec(),
             ),
         }
     };
@@ -171,11 +196,11 @@ fn unsupported_operators_are_named_and_refused() {
 
 #[test]
 fn corrupt_and_missing_files_are_refused() {
-    let err = OnnxModel::load(&repo("tests/fixtures/models/not_onnx/model.onnx"))
-        .expect_err("not ONNX");
+    let err =
+        OnnxModel::load(&repo("tests/fixtures/models/not_onnx/model.onnx")).expect_err("not ONNX");
     assert!(matches!(err, Error::Load(_)), "{err}");
-    let err = OnnxModel::load(&repo("tests/fixtures/models/nowhere/model.onnx"))
-        .expect_err("missing");
+    let err =
+        OnnxModel::load(&repo("tests/fixtures/models/nowhere/model.onnx")).expect_err("missing");
     assert!(matches!(err, Error::Io { .. }), "{err}");
 }
 

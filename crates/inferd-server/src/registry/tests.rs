@@ -2,7 +2,10 @@ use std::fs;
 
 use super::*;
 
-const IRIS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/models/iris/model.onnx");
+const IRIS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/models/iris/model.onnx"
+);
 
 fn touch(path: &Path) {
     fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -23,7 +26,15 @@ fn named_model_parses() {
         ModelSource::parse_named("a=b=c"),
         Ok(ModelSource::Named { path, .. }) if path == Path::new("b=c")
     ));
-    for bad in ["iris", "=x", "iris=", "../x=y", "a/b=y", ".hidden=y", "sp ace=y"] {
+    for bad in [
+        "iris",
+        "=x",
+        "iris=",
+        "../x=y",
+        "a/b=y",
+        ".hidden=y",
+        "sp ace=y",
+    ] {
         assert!(ModelSource::parse_named(bad).is_err(), "{bad}");
     }
     assert!(check_name(&"a".repeat(128)).is_ok());
@@ -53,7 +64,12 @@ fn plans_files_folders_and_versions() {
     let planned = plan(&sources, None).expect("plans");
     let summary: Vec<(&str, Vec<u64>)> = planned
         .iter()
-        .map(|m| (m.name.as_str(), m.versions.iter().map(|v| v.version).collect()))
+        .map(|m| {
+            (
+                m.name.as_str(),
+                m.versions.iter().map(|v| v.version).collect(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -63,7 +79,10 @@ fn plans_files_folders_and_versions() {
             ("single", vec![1])
         ]
     );
-    assert_eq!(planned[1].versions[2].path, root.join("repo/versioned/10/other.onnx"));
+    assert_eq!(
+        planned[1].versions[2].path,
+        root.join("repo/versioned/10/other.onnx")
+    );
 }
 
 #[test]
@@ -123,9 +142,11 @@ fn registry_states_and_versions() {
     registry.set("iris", ModelState::Ready(Arc::new(ready)));
     assert!(registry.all_ready());
     assert_eq!(registry.names(), vec!["iris".to_owned()]);
-    assert!(metrics
-        .encode()
-        .contains(r#"inferd_model_load_duration_seconds{model="iris",version="1"}"#));
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"inferd_model_load_duration_seconds{model="iris",version="1"}"#)
+    );
 }
 
 #[test]
@@ -145,6 +166,8 @@ fn a_model_that_cannot_load_names_itself() {
     let err = load_model(&planned, &Metrics::new()).expect_err("ZipMap");
     let text = err.to_string();
     assert!(text.starts_with("model 'zm' version 3"), "{text}");
-    let source = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
+    let source = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     assert!(source.contains("ZipMap"), "{source}");
 }

@@ -33,11 +33,20 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v2/health/ready", get(health::ready))
         .route("/v2/models", get(health::model_list))
         .route("/v2/models/{model}", get(v2::metadata))
-        .route("/v2/models/{model}/versions/{version}", get(v2::metadata_version))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(v2::metadata_version),
+        )
         .route("/v2/models/{model}/ready", get(v2::ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(v2::ready_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2::ready_version),
+        )
         .route("/v2/models/{model}/infer", post(v2::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2::infer_version),
+        )
         .route("/v1/models", get(health::model_list_v1))
         // `{model}:predict` is one path segment; the handler splits the verb off.
         .route("/v1/models/{model}", get(v1::status).post(v1::predict))
@@ -147,7 +156,11 @@ where
         Ok(served) => served,
         Err(e) => {
             // Unknown names are not labels: a client must not grow the label set.
-            let label = if matches!(e, ApiError::UnknownModel(_)) { "" } else { model };
+            let label = if matches!(e, ApiError::UnknownModel(_)) {
+                ""
+            } else {
+                model
+            };
             let seconds = started.elapsed().as_secs_f64();
             state
                 .metrics

@@ -1,0 +1,17 @@
+-- wrk script: POST a request body from a file and print one parseable result line.
+-- BODY (environment) names the file; default: the README's iris request.
+local path = os.getenv("BODY") or "examples/models/iris/input.json"
+local f = assert(io.open(path, "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+
+function done(summary, latency, requests)
+  local seconds = summary.duration / 1e6
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d requests=%d errors=%d\n",
+    summary.requests / seconds, latency:percentile(50), latency:percentile(99),
+    summary.requests, errors))
+end

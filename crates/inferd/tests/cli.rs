@@ -1,0 +1,395 @@
+//! The `inferd` binary as a user runs it: real processes, real signals.
+
+#[path = "../../../tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn inferd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferd"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A running `inferd serve` and the stderr lines it has printed.
+struct Serve {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Serve {
+        let mut child = inferd()
+            .arg("serve")
+            .args(["--http-port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn inferd");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Serve {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn addr(&mut self) -> SocketAddr {
+        let line = self.wait_for("listening on http://");
+        let at = line.find("http://").expect("url") + "http://".len();
+        let addr: String = line[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"')
+            .collect();
+        addr.parse().unwrap_or_else(|_| panic!("address in {line}"))
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Collect what is left of stderr.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            assert!(Instant::now() < deadline, "inferd did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http::get(addr, "/v2/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn serves_the_readme_request_and_stops_cleanly_on_sigterm() {
+    let model = repo("examples/models/iris/model.onnx");
+    let mut serve = Serve::start(&["--model", &format!("iris={}", model.display())]);
+    let addr = serve.addr();
+    wait_ready(addr);
+    let r = http::post(
+        addr,
+        "/v2/models/iris/infer",
+        r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["outputs"][0]["data"], json!([0, 2]));
+    serve.signal("TERM");
+    let status = serve.wait();
+    assert_eq!(status.code(), Some(0), "{:#?}", serve.seen);
+    assert!(
+        serve.seen.iter().any(|l| l.contains("draining")),
+        "{:#?}",
+        serve.seen
+    );
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let repo_dir = repo("tests/fixtures/models");
+    let mut serve = Serve::start(&[
+        "--model",
+        &format!("iris={}", repo("examples/models/iris").display()),
+        "--model",
+        &format!("fixed={}", repo_dir.join("fixed").display()),
+    ]);
+    let addr = serve.addr();
+    wait_ready(addr);
+    assert_eq!(
+        http::get(addr, "/v2/models").json(),
+        json!({"models": ["fixed", "iris"]})
+    );
+    serve.signal("INT");
+    assert_eq!(serve.wait().code(), Some(0));
+}
+
+#[test]
+fn json_logs_are_json() {
+    let model = repo("examples/models/iris/model.onnx");
+    let mut serve = Serve::start(&[
+        "--log-format",
+        "json",
+        "--model",
+        &format!("iris={}", model.display()),
+    ]);
+    let addr = serve.addr();
+    wait_ready(addr);
+    serve.signal("TERM");
+    assert_eq!(serve.wait().code(), Some(0));
+    for line in &serve.seen {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    assert!(serve.seen.iter().any(|l| l.contains("model loaded")));
+}
+
+fn run_to_failure(args: &[&str]) -> String {
+    let out = inferd().args(args).output().expect("run inferd");
+    assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_invocations_fail_with_a_clear_message() {
+    let err = run_to_failure(&["serve", "--http-port", "0"]);
+    assert!(err.contains("nothing to serve"), "{err}");
+    let err = run_to_failure(&[
+        "serve",
+        "--http-port",
+        "0",
+        "--model",
+        "iris=/no/such/model.onnx",
+    ]);
+    assert!(err.contains("/no/such/model.onnx"), "{err}");
+    let err = run_to_failure(&["serve", "--http-port", "0", "--model", "iris"]);
+    assert!(err.contains("NAME=PATH"), "{err}");
+    let err = run_to_failure(&["serve", "--http-port", "0", "--model", "../x=/tmp/m.onnx"]);
+    assert!(err.contains("invalid model name"), "{err}");
+    let zipmap = repo("tests/fixtures/models/iris_zipmap/model.onnx");
+    let err = run_to_failure(&[
+        "serve",
+        "--http-port",
+        "0",
+        "--model",
+        &format!("zm={}", zipmap.display()),
+    ]);
+    assert!(err.contains("ZipMap"), "{err}");
+    let corrupt = repo("tests/fixtures/models/not_onnx/model.onnx");
+    let err = run_to_failure(&[
+        "serve",
+        "--http-port",
+        "0",
+        "--model",
+        &format!("bad={}", corrupt.display()),
+    ]);
+    assert!(err.contains("model 'bad'"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let model = format!("iris={}", repo("examples/models/iris/model.onnx").display());
+    let err = run_to_failure(&["serve", "--http-port", &port, "--model", &model]);
+    assert!(err.contains("cannot listen on"), "{err}");
+}
+
+#[test]
+fn serve_help_names_the_interface() {
+    let out = inferd().args(["serve", "--help"]).output().expect("help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--model <NAME=PATH>",
+        "--model-repository <DIR>",
+        "--format",
+        "--host",
+        "--http-port",
+        "--max-body-bytes",
+        "--log-format",
+        "--drain-timeout",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+}
+
+#[test]
+fn bench_reports_add_up_and_outputs_parse() {
+    let model = repo("examples/models/iris/model.onnx");
+    let mut serve = Serve::start(&["--model", &format!("iris={}", model.display())]);
+    let addr = serve.addr();
+    wait_ready(addr);
+    let dir = tempfile::tempdir().expect("tmp");
+    let json_path = dir.path().join("report.json");
+    let svg_path = dir.path().join("report.svg");
+    let input = repo("examples/models/iris/input.json");
+    let out = inferd()
+        .args([
+            "bench",
+            "--url",
+            &format!("http://{addr}"),
+            "--model",
+            "iris",
+        ])
+        .args(["--input", &input.display().to_string()])
+        .args([
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "2s",
+            "--warmup",
+            "100ms",
+        ])
+        .args(["--requests", "300", "--markdown"])
+        .args(["--json", &json_path.display().to_string()])
+        .args(["--plot", &svg_path.display().to_string()])
+        .output()
+        .expect("bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json written")).expect("JSON");
+    assert_eq!(report["mode"], "closed");
+    let steps = report["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    for (step, conns) in steps.iter().zip([1, 4]) {
+        assert_eq!(step["concurrency"], conns);
+        let t = &step["targets"][0];
+        let requests = t["requests"].as_u64().expect("requests");
+        let successes = t["successes"].as_u64().expect("successes");
+        let errors: u64 = t["errors"]
+            .as_object()
+            .expect("errors")
+            .values()
+            .filter_map(serde_json::Value::as_u64)
+            .sum();
+        assert_eq!(requests, successes + errors);
+        assert_eq!(errors, 0);
+        // The request bound holds (the duration is long enough to reach it).
+        assert_eq!(requests, 300);
+        let l = &t["latency_us"];
+        let p = |k: &str| l[k].as_u64().expect("percentile");
+        assert!(
+            0 < p("p50") && p("p50") <= p("p90") && p("p90") <= p("p99") && p("p99") <= p("max")
+        );
+        assert!(t["requests_per_second"].as_f64().expect("rps") > 0.0);
+    }
+
+    let markdown = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = markdown.lines().collect();
+    assert_eq!(lines.len(), 4, "{markdown}");
+    assert!(lines[0].starts_with("| conns | target | req/s | p50 µs"));
+    assert!(lines[1].starts_with("|---|"));
+    let columns = lines[0].matches('|').count();
+    assert!(
+        lines.iter().all(|l| l.matches('|').count() == columns),
+        "{markdown}"
+    );
+    assert!(lines[2].starts_with("| 1 | iris |"));
+
+    let svg = std::fs::read_to_string(&svg_path).expect("plot written");
+    assert!(
+        svg.contains("<svg") && svg.contains("throughput"),
+        "not an SVG chart"
+    );
+}
+
+#[test]
+fn bench_counts_errors_by_kind() {
+    let model = repo("examples/models/iris/model.onnx");
+    let mut serve = Serve::start(&["--model", &format!("iris={}", model.display())]);
+    let addr = serve.addr();
+    wait_ready(addr);
+    let dir = tempfile::tempdir().expect("tmp");
+    let json_path = dir.path().join("report.json");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    let out = inferd()
+        .arg("bench")
+        // A V2 body sent to V1 :predict is a 400; a closed port refuses connections.
+        .args([
+            "--target",
+            &format!("v1=http://{addr}/v1/models/iris:predict"),
+        ])
+        .args([
+            "--target",
+            &format!("dead=http://{dead}/v2/models/iris/infer"),
+        ])
+        .args([
+            "--input",
+            &repo("examples/models/iris/input.json")
+                .display()
+                .to_string(),
+        ])
+        .args([
+            "--concurrency",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--requests",
+            "50",
+        ])
+        .args(["--json", &json_path.display().to_string()])
+        .output()
+        .expect("bench");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).expect("json")).expect("JSON");
+    let targets = report["steps"][0]["targets"].as_array().expect("targets");
+    assert_eq!(targets[0]["errors"]["http_400"], 50);
+    assert_eq!(targets[0]["successes"], 0);
+    assert_eq!(targets[1]["errors"]["connect"], 50);
+    assert_eq!(targets[1]["requests"], 50);
+}

@@ -226,15 +226,15 @@ pub fn run(
 
         let mut turn_runner =
             |target: usize, length: Duration, budget: Arc<Budget>, seed: u64| -> Recorder {
-                match (&config.load, concurrency) {
-                    (Load::Closed(_), _) => {
+                match &config.load {
+                    Load::Closed(_) => {
                         let taken = std::mem::take(&mut clients[target]);
                         let (back, rec) =
                             rt.block_on(runner::closed_loop(taken, length, config.timeout, budget));
                         clients[target] = back;
                         rec
                     }
-                    (Load::Open { arrival, .. }, _) => rt.block_on(runner::open_loop(
+                    Load::Open { arrival, .. } => rt.block_on(runner::open_loop(
                         factories[target].clone(),
                         pools[target].clone(),
                         *arrival,

@@ -529,6 +529,15 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             400,
             "dimension 0 must be 2",
         ),
+        // Both inputs fit the metadata ([-1, 2]) but cannot be added: the model fails.
+        (
+            "/v2/models/multi/infer",
+            r#"{"inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]},
+                {"name": "b", "shape": [3, 2], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}]}"#
+                .into(),
+            500,
+            "inference failed",
+        ),
         (
             "/v2/models/nope/infer",
             with(row),

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Cross-checks `inferd bench` against Triton's perf_analyzer on the same
+# server and load: PyTriton serving iris through onnxruntime (perf_analyzer
+# needs Triton's model-configuration endpoint, which inferd does not serve
+# yet), closed loop at 1, 8 and 64 requests in flight, HTTP/JSON.
+#
+# Needs benchmarks/peers/run.sh to have made the PyTriton venv and the model
+# files (its cache), and installs perf_analyzer on first use: on Debian 12
+# only the binary inside the tritonclient 2.51.0 wheel runs (later wheels
+# need glibc 2.38); it needs libb64 and libcudart from nvidia-cuda-runtime-cu12.
+#
+#   benches/perf-analyzer.sh [seconds] [rounds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-8}
+rounds=${2:-2}
+cache=${INFERD_PEERS_CACHE:-$HOME/.cache/inferd-peers}
+bin=${CARGO_TARGET_DIR:-target}/release
+pa=$cache/perf/bin/perf_analyzer.bin
+
+if [ ! -x "$pa" ]; then
+  dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y -q libb64-0d >/dev/null
+  python3 -m venv "$cache/perf"
+  "$cache/perf/bin/pip" install -q nvidia-cuda-runtime-cu12==12.9.79
+  "$cache/perf/bin/pip" download -q tritonclient==2.51.0 --no-deps --only-binary=:all: -d "$cache/perf/dl"
+  python3 -m zipfile -e "$cache"/perf/dl/tritonclient-2.51.0-*.whl "$cache/perf/dl/x"
+  cp "$cache/perf/dl/x/tritonclient-2.51.0.data/data/bin/perf_analyzer" "$pa"
+  chmod +x "$pa"
+fi
+cudart=$(dirname "$(find "$cache/perf" -name 'libcudart.so.12' | head -n1)")
+[ -n "$cudart" ] || { echo "libcudart.so.12 not found under $cache/perf" >&2; exit 1; }
+
+model=$(find "$cache" -path '*models*' -name model.onnx | head -n1)
+[ -n "$model" ] || model=examples/models/iris/model.onnx
+work=$(mktemp -d)
+"$cache/pytriton/bin/python" benchmarks/peers/servers/pytriton_server.py --model "$model" \
+  --http-port 18200 --grpc-port 18201 --metrics-port 18202 --workspace "$work/ws" >"$work/log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+url=http://127.0.0.1:18200/v2/models/iris/infer
+body='{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}'
+echo "$body" > "$work/body.json"
+for _ in $(seq 600); do curl -sf -o /dev/null -d @"$work/body.json" "$url" && break; sleep 0.2; done
+curl -sf -o /dev/null -d @"$work/body.json" "$url" || { cat "$work/log" >&2; exit 1; }
+# perf_analyzer reads its input data from a JSON file of its own format.
+echo '{"data":[{"input":{"content":[5.1,3.5,1.4,0.2],"shape":[1,4]}}]}' > "$work/pa.json"
+
+echo "| in flight | round | tool | req/s | p50 µs | p99 µs |"
+echo "|---|---|---|---|---|---|"
+for c in 1 8 64; do
+  for r in $(seq "$rounds"); do
+    LD_LIBRARY_PATH=$cudart "$pa" -m iris -u 127.0.0.1:18200 -i http --concurrency-range "$c" \
+      --input-data "$work/pa.json" --measurement-mode time_windows \
+      --measurement-interval $((secs * 1000)) --percentile 99 -f "$work/pa.csv" >"$work/pa.out" 2>&1 ||
+      { cat "$work/pa.out" >&2; exit 1; }
+    python3 - "$work/pa.csv" "$c" "$r" <<'PY'
+import csv, sys
+row = next(csv.DictReader(open(sys.argv[1])))
+print(f"| {sys.argv[2]} | {sys.argv[3]} | perf_analyzer | {float(row['Inferences/Second']):.0f} | "
+      f"{row['p50 latency']} | {row['p99 latency']} |")
+PY
+    "$bin/inferd" bench --target "pytriton=$url" --input "$work/body.json" --concurrency "$c" \
+      --duration "${secs}s" --warmup 1s --json "$work/b.json" >/dev/null
+    python3 - "$work/b.json" "$c" "$r" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))["steps"][0]["targets"][0]
+print(f"| {sys.argv[2]} | {sys.argv[3]} | inferd bench | {t['requests_per_second']:.0f} | "
+      f"{t['latency_us']['p50']} | {t['latency_us']['p99']} |")
+PY
+  done
+done

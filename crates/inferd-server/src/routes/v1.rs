@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use inferd_protocol::v1;
 
@@ -39,8 +38,7 @@ pub(super) async fn status(
 pub(super) async fn predict(
     State(state): State<Arc<AppState>>,
     Params(target): Params<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let Some((model, verb)) = target.rsplit_once(':') else {
         return ApiError::NotFound(format!(
@@ -60,7 +58,7 @@ pub(super) async fn predict(
         }
     }
     instrumented(&state, Protocol::V1, model, None, |served| {
-        predict_on(&state, served, headers, body)
+        predict_on(&state, served, request)
     })
     .await
 }
@@ -68,10 +66,9 @@ pub(super) async fn predict(
 async fn predict_on(
     state: &AppState,
     served: Arc<ServedModel>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let bytes = read_body(request, state.max_body_bytes).await?;
     let inputs = v1::decode_predict_request(&bytes, &served.model.metadata().inputs)?;
     let outputs = run_model(state, &served, inputs).await?;
     let body = v1::encode_predict_response(&outputs)

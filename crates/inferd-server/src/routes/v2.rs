@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use inferd_protocol::v2::{self, MetadataTensor, ResponseHeader};
 
@@ -83,11 +82,10 @@ fn ready_of(state: &AppState, model: &str, version: Option<&str>) -> Response {
 pub(super) async fn infer(
     State(state): State<Arc<AppState>>,
     Params(model): Params<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     instrumented(&state, Protocol::V2, &model, None, |served| {
-        infer_on(&state, served, headers, body)
+        infer_on(&state, served, request)
     })
     .await
 }
@@ -95,11 +93,10 @@ pub(super) async fn infer(
 pub(super) async fn infer_version(
     State(state): State<Arc<AppState>>,
     Params((model, version)): Params<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     instrumented(&state, Protocol::V2, &model, Some(&version), |served| {
-        infer_on(&state, served, headers, body)
+        infer_on(&state, served, request)
     })
     .await
 }
@@ -107,10 +104,9 @@ pub(super) async fn infer_version(
 async fn infer_on(
     state: &AppState,
     served: Arc<ServedModel>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, state.max_body_bytes).await?;
+    let bytes = read_body(request, state.max_body_bytes).await?;
     let request = v2::decode_infer_request(&bytes)?;
     // Check requested outputs before running anything.
     let wanted: Option<Vec<usize>> = match &request.outputs {

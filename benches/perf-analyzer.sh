@@ -33,8 +33,13 @@ cudart=$(dirname "$(find "$cache/perf" -name 'libcudart.so.12' | head -n1)")
 model=$(find "$cache" -path '*models*' -name model.onnx | head -n1)
 [ -n "$model" ] || model=examples/models/iris/model.onnx
 work=$(mktemp -d)
-"$cache/pytriton/bin/python" benchmarks/peers/servers/pytriton_server.py --model "$model" \
-  --http-port 18200 --grpc-port 18201 --metrics-port 18202 --workspace "$work/ws" >"$work/log" 2>&1 &
+# perf_analyzer reads statistics, which PyTriton keeps behind an access token.
+token=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+# Triton's Python backend stub must load the libpython the venv was made from.
+pylib=$("$cache/pytriton/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+LD_LIBRARY_PATH=$pylib "$cache/pytriton/bin/python" benchmarks/peers/servers/pytriton_server.py --model "$model" \
+  --http-port 18200 --grpc-port 18201 --metrics-port 18202 --workspace "$work/ws" \
+  --access-token "$token" >"$work/log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 url=http://127.0.0.1:18200/v2/models/iris/infer
@@ -42,14 +47,16 @@ body='{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5
 echo "$body" > "$work/body.json"
 for _ in $(seq 600); do curl -sf -o /dev/null -d @"$work/body.json" "$url" && break; sleep 0.2; done
 curl -sf -o /dev/null -d @"$work/body.json" "$url" || { cat "$work/log" >&2; exit 1; }
-# perf_analyzer reads its input data from a JSON file of its own format.
-echo '{"data":[{"input":{"content":[5.1,3.5,1.4,0.2],"shape":[1,4]}}]}' > "$work/pa.json"
+# perf_analyzer reads its input data from a JSON file of its own format; the
+# shape leaves out the batch dimension (batch size 1, as the V2 body has).
+echo '{"data":[{"input":{"content":[5.1,3.5,1.4,0.2],"shape":[4]}}]}' > "$work/pa.json"
 
 echo "| in flight | round | tool | req/s | p50 µs | p99 µs |"
 echo "|---|---|---|---|---|---|"
 for c in 1 8 64; do
   for r in $(seq "$rounds"); do
     LD_LIBRARY_PATH=$cudart "$pa" -m iris -u 127.0.0.1:18200 -i http --concurrency-range "$c" \
+      -H "triton-access-token:$token" \
       --input-data "$work/pa.json" --measurement-mode time_windows \
       --measurement-interval $((secs * 1000)) --percentile 99 -f "$work/pa.csv" >"$work/pa.out" 2>&1 ||
       { cat "$work/pa.out" >&2; exit 1; }

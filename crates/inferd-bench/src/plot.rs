@@ -92,6 +92,8 @@ where
         .configure_mesh()
         .x_desc(x_label)
         .y_desc("requests/s")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(draw_err)?;
@@ -115,6 +117,7 @@ where
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .label_font(("sans-serif", 14))
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
@@ -148,6 +151,8 @@ where
         .configure_mesh()
         .x_desc(x_label)
         .y_desc("microseconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(draw_err)?;

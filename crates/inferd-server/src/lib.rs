@@ -7,6 +7,7 @@
 //! HTTP application from a state so tests can drive it without a socket;
 //! [`Server`] binds, loads models, serves and drains on shutdown.
 
+mod auth;
 mod error;
 pub mod metrics;
 pub mod registry;
@@ -23,6 +24,7 @@ use inferd_runtime::InferencePool;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+pub use auth::Tokens;
 pub use error::ApiError;
 pub use inferd_runtime::ModelFormat;
 pub use metrics::Metrics;
@@ -38,6 +40,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Inference threads; 0 means one per core.
     pub inference_threads: usize,
+    /// Bearer tokens the data plane requires; empty: no authentication.
+    pub tokens: Tokens,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +51,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             inference_threads: 0,
+            tokens: Tokens::default(),
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct AppState {
     pub pool: InferencePool,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// Required bearer tokens (empty: none required).
+    pub tokens: Tokens,
     shutting_down: AtomicBool,
 }
 
@@ -85,6 +92,7 @@ impl AppState {
             pool,
             metrics: Metrics::new(),
             max_body_bytes,
+            tokens: Tokens::default(),
             shutting_down: AtomicBool::new(false),
         }
     }
@@ -136,11 +144,13 @@ impl Server {
                     addr: config.addr,
                     source,
                 })?;
-        let state = Arc::new(AppState::new(
+        let mut state = AppState::new(
             Registry::with_planned(&planned),
             pool,
             config.max_body_bytes,
-        ));
+        );
+        state.tokens = config.tokens.clone();
+        let state = Arc::new(state);
         Ok(Server {
             state,
             listener,

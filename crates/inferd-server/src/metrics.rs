@@ -62,6 +62,7 @@ pub struct Metrics {
     inference_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     model_load_duration: Family<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     in_flight: Gauge,
+    auth_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,8 +116,15 @@ impl Metrics {
             "Inference requests being processed now",
             in_flight.clone(),
         );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing or invalid bearer token",
+            auth_failures.clone(),
+        );
         Metrics {
             registry,
+            auth_failures,
             requests,
             request_duration,
             inference_duration,
@@ -173,6 +181,10 @@ impl Metrics {
                 protocol: protocol.as_str(),
             })
             .observe(seconds);
+    }
+
+    pub fn record_auth_failure(&self) {
+        self.auth_failures.inc();
     }
 
     /// Marks a request in flight until the guard drops.

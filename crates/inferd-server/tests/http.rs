@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use http::{get, post, request, send_raw};
-use inferd_server::{AppState, ModelSource, Server, ServerConfig};
+use inferd_server::{AppState, ModelSource, Server, ServerConfig, Tokens};
 use serde_json::{Value, json};
 
 fn repo(path: &str) -> PathBuf {
@@ -45,6 +45,7 @@ impl TestServer {
             max_body_bytes: 256 * 1024,
             drain_timeout: Duration::from_secs(10),
             inference_threads: 2,
+            tokens: Tokens::default(),
         };
         tweak(&mut config);
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -905,4 +906,65 @@ fn drain_is_bounded() {
         .recv_timeout(Duration::from_secs(30))
         .expect("run returned after the drain timeout");
     assert_eq!(result, Ok(()));
+}
+
+#[test]
+fn bearer_tokens_guard_the_data_plane_but_not_probes() {
+    let old = "old-token-0123456789abcdef";
+    let new = "new-token-0123456789abcdef";
+    let tokens = Tokens::parse(&format!("{old}\n{new}\n")).expect("tokens");
+    let s = TestServer::start_with(
+        vec![named("iris", "examples/models/iris/model.onnx")],
+        |c| c.tokens = tokens,
+    );
+    let row = r#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}"#;
+    let authed = |path: &str, token: &str, body: &str| {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        send_raw(s.addr, raw.as_bytes())
+    };
+
+    // Probes and metrics need no token.
+    for path in ["/v2/health/live", "/v2/health/ready", "/metrics", "/"] {
+        assert_eq!(get(s.addr, path).status, 200, "{path}");
+    }
+    // Everything else does, and a known and an unknown model look the same.
+    let known = post(s.addr, "/v2/models/iris/infer", row);
+    let unknown = post(s.addr, "/v2/models/secret-model/infer", row);
+    assert_eq!((known.status, unknown.status), (401, 401));
+    assert_eq!(known.body, unknown.body);
+    assert_eq!(known.header("www-authenticate"), Some("Bearer"));
+    assert!(
+        known.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bearer token"))
+    );
+    assert_eq!(get(s.addr, "/v2/models/iris").status, 401);
+    assert_eq!(get(s.addr, "/v2/models").status, 401);
+    assert_eq!(
+        authed("/v2/models/iris/infer", "wrong-token-0123456789ab", row).status,
+        401
+    );
+    assert_eq!(
+        authed("/v2/models/iris/infer", &old[..old.len() - 1], row).status,
+        401
+    );
+
+    // Either token works (rotation).
+    for token in [old, new] {
+        let r = authed("/v2/models/iris/infer", token, row);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["outputs"][0]["data"], json!([0]));
+    }
+    assert_eq!(
+        authed("/v2/models/secret-model/infer", new, row).status,
+        404
+    );
+    let metrics = get(s.addr, "/metrics").text();
+    assert!(
+        metrics.contains("inferd_auth_failures_total 6"),
+        "{metrics}"
+    );
 }

@@ -81,6 +81,11 @@ struct ServeArgs {
     /// Inference threads (0: one per core).
     #[arg(long, env = "INFERD_INFERENCE_THREADS", default_value_t = 0)]
     inference_threads: usize,
+
+    /// Require `Authorization: Bearer <token>` on everything but health and
+    /// metrics; the file holds one token per line (several allow rotation).
+    #[arg(long, env = "INFERD_AUTH_TOKEN_FILE", value_name = "FILE")]
+    auth_token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -157,7 +162,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.drain_timeout.is_finite() || args.drain_timeout < 0.0 {
         anyhow::bail!("--drain-timeout must be a number of seconds >= 0");
     }
+    let tokens = match &args.auth_token_file {
+        None => inferd_server::Tokens::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --auth-token-file {}", path.display()))?;
+            inferd_server::Tokens::parse(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--auth-token-file {}", path.display()))?
+        }
+    };
     let config = ServerConfig {
+        tokens,
         addr: SocketAddr::new(args.host, args.http_port),
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs_f64(args.drain_timeout),

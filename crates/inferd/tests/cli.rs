@@ -230,6 +230,49 @@ fn bad_invocations_fail_with_a_clear_message() {
 }
 
 #[test]
+fn auth_token_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "# data-plane tokens\ns3cret-token-for-tests-0001\n").expect("write");
+    let model = format!("iris={}", repo("examples/models/iris/model.onnx").display());
+    let mut serve = Serve::start(&[
+        "--model",
+        &model,
+        "--auth-token-file",
+        &file.display().to_string(),
+    ]);
+    let addr = serve.addr();
+    wait_ready(addr);
+    assert_eq!(http::get(addr, "/v2/models/iris").status, 401);
+    let raw = "GET /v2/models/iris HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer s3cret-token-for-tests-0001\r\n\r\n";
+    assert_eq!(http::send_raw(addr, raw.as_bytes()).status, 200);
+    serve.signal("TERM");
+    assert_eq!(serve.wait().code(), Some(0));
+
+    std::fs::write(&file, "\n# nothing\n").expect("write");
+    let err = run_to_failure(&[
+        "serve",
+        "--http-port",
+        "0",
+        "--model",
+        &model,
+        "--auth-token-file",
+        &file.display().to_string(),
+    ]);
+    assert!(err.contains("holds no token"), "{err}");
+    let err = run_to_failure(&[
+        "serve",
+        "--http-port",
+        "0",
+        "--model",
+        &model,
+        "--auth-token-file",
+        "/no/such/file",
+    ]);
+    assert!(err.contains("cannot read --auth-token-file"), "{err}");
+}
+
+#[test]
 fn a_port_in_use_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port().to_string();

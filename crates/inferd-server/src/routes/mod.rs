@@ -51,6 +51,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models/{model}", get(v1::status).post(v1::predict))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ))
         .with_state(state)
 }
 

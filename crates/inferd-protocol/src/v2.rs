@@ -5,6 +5,7 @@ use inferd_tensor::{DataType, Tensor, TensorData, TensorSpec, element_count};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::binary;
 use crate::data::{self, Flat};
 use crate::{DecodeError, EncodeError, Parameters};
 
@@ -44,19 +45,49 @@ struct WireInput<'a> {
     shape: Vec<u64>,
     datatype: String,
     #[serde(default)]
-    #[allow(dead_code)]
     parameters: Option<Parameters>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
 }
 
-/// Decodes a V2 inference request body into typed tensors.
+/// Decodes a V2 inference request body (JSON only) into typed tensors.
 ///
 /// Checks everything that can be checked without the model: the JSON's
 /// structure, datatype names, that each element fits its datatype, and that
 /// the element count matches the declared shape. Errors name the field.
 pub fn decode_infer_request(body: &[u8]) -> Result<InferRequest, DecodeError> {
-    let wire: WireRequest<'_> = crate::parse_json(body)?;
+    decode(body, None)
+}
+
+/// Decodes a body in the binary tensor data extension's layout: a JSON header
+/// of `json_len` bytes (the `Inference-Header-Content-Length` header), then
+/// the raw bytes of every input whose `parameters.binary_data_size` is set,
+/// in the order of `inputs`.
+pub fn decode_infer_request_binary(
+    body: &[u8],
+    json_len: usize,
+) -> Result<InferRequest, DecodeError> {
+    if json_len == 0 {
+        return Err(DecodeError::new(
+            "",
+            "Inference-Header-Content-Length: 0 (a raw binary request) is not supported; send a JSON header",
+        ));
+    }
+    if json_len > body.len() {
+        return Err(DecodeError::new(
+            "",
+            format!(
+                "Inference-Header-Content-Length is {json_len} but the body holds {} bytes",
+                body.len()
+            ),
+        ));
+    }
+    let (json, binary) = body.split_at(json_len);
+    decode(json, Some(binary))
+}
+
+fn decode(json: &[u8], mut binary: Option<&[u8]>) -> Result<InferRequest, DecodeError> {
+    let wire: WireRequest<'_> = crate::parse_json(json)?;
     let mut inputs = Vec::with_capacity(wire.inputs.len());
     for (i, input) in wire.inputs.into_iter().enumerate() {
         let path = |field: &str| format!("inputs[{i}].{field}");
@@ -78,19 +109,73 @@ pub fn decode_infer_request(body: &[u8]) -> Result<InferRequest, DecodeError> {
                 format!("{:?} holds more elements than fit in memory", input.shape),
             )
         })?;
-        let raw = input.data.ok_or_else(|| {
-            DecodeError::new(
-                path("data"),
-                "missing: each input needs its elements in `data`",
-            )
-        })?;
-        let mut data =
-            TensorData::with_capacity(datatype, element_count(&shape).unwrap_or(0).min(1 << 16));
-        data::decode_into(raw.get(), &mut data)
-            .map_err(|e| DecodeError::new(path("data"), e.to_string()))?;
+        let count = element_count(&shape).unwrap_or(0);
+        let binary_size = match input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+        {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                DecodeError::new(
+                    path("parameters.binary_data_size"),
+                    "must be a non-negative integer",
+                )
+            })?),
+        };
+        let data = match (binary_size, input.data) {
+            (Some(_), Some(_)) => {
+                return Err(DecodeError::new(
+                    path("data"),
+                    "give either `data` or parameters.binary_data_size, not both",
+                ));
+            }
+            (Some(size), None) => {
+                let rest = binary.as_mut().ok_or_else(|| {
+                    DecodeError::new(
+                        path("parameters.binary_data_size"),
+                        "binary data needs the Inference-Header-Content-Length header",
+                    )
+                })?;
+                let size = usize::try_from(size)
+                    .ok()
+                    .filter(|s| *s <= rest.len())
+                    .ok_or_else(|| {
+                        DecodeError::new(
+                            path("parameters.binary_data_size"),
+                            format!("{size} bytes, but only {} are left in the body", rest.len()),
+                        )
+                    })?;
+                let (mine, others) = rest.split_at(size);
+                *rest = others;
+                binary::decode(mine, datatype, count)
+                    .map_err(|e| DecodeError::new(path("parameters.binary_data_size"), e))?
+            }
+            (None, Some(raw)) => {
+                let mut data = TensorData::with_capacity(datatype, count.min(1 << 16));
+                data::decode_into(raw.get(), &mut data)
+                    .map_err(|e| DecodeError::new(path("data"), e.to_string()))?;
+                data
+            }
+            (None, None) => {
+                return Err(DecodeError::new(
+                    path("data"),
+                    "missing: each input needs `data` or parameters.binary_data_size",
+                ));
+            }
+        };
         let tensor = Tensor::new(input.name, shape, data)
             .map_err(|e| DecodeError::new(path("data"), e.to_string()))?;
         inputs.push(tensor);
+    }
+    if let Some(left) = binary.filter(|b| !b.is_empty()) {
+        return Err(DecodeError::new(
+            "",
+            format!(
+                "{} bytes of binary data follow the inputs' binary_data_size total",
+                left.len()
+            ),
+        ));
     }
     Ok(InferRequest {
         id: wire.id,
@@ -132,7 +217,74 @@ struct WireOutput<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [usize],
-    data: Flat<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Flat<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// An encoded response: with binary outputs, `json_len` is the length of the
+/// JSON header (the `Inference-Header-Content-Length` to send).
+#[derive(Debug)]
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub json_len: Option<usize>,
+}
+
+/// Encodes a V2 inference response. Outputs whose flag in `binary` is set are
+/// sent as raw bytes after the JSON header; the others as flat JSON `data`.
+pub fn encode_infer_response_binary(
+    header: ResponseHeader<'_>,
+    outputs: &[Tensor],
+    binary: &[bool],
+) -> Result<EncodedResponse, EncodeError> {
+    let is_binary = |i: usize| binary.get(i).copied().unwrap_or(false);
+    if !(0..outputs.len()).any(is_binary) {
+        return encode_infer_response(header, outputs).map(|body| EncodedResponse {
+            body,
+            json_len: None,
+        });
+    }
+    let mut blobs = Vec::new();
+    let mut wire = Vec::with_capacity(outputs.len());
+    for (i, t) in outputs.iter().enumerate() {
+        let (parameters, data) = if is_binary(i) {
+            let size = binary::encode(t.data(), &mut blobs);
+            (
+                Some(BinarySize {
+                    binary_data_size: size,
+                }),
+                None,
+            )
+        } else {
+            (None, Some(Flat(t.data())))
+        };
+        wire.push(WireOutput {
+            name: t.name(),
+            datatype: t.datatype().as_str(),
+            shape: t.shape(),
+            parameters,
+            data,
+        });
+    }
+    let response = WireResponse {
+        model_name: header.model_name,
+        model_version: header.model_version,
+        id: header.id,
+        outputs: wire,
+    };
+    let mut body = serde_json::to_vec(&response).map_err(|e| EncodeError(e.to_string()))?;
+    let json_len = body.len();
+    body.extend_from_slice(&blobs);
+    Ok(EncodedResponse {
+        body,
+        json_len: Some(json_len),
+    })
 }
 
 /// Encodes a V2 inference response with flat, row-major `data`.
@@ -150,7 +302,8 @@ pub fn encode_infer_response(
                 name: t.name(),
                 datatype: t.datatype().as_str(),
                 shape: t.shape(),
-                data: Flat(t.data()),
+                parameters: None,
+                data: Some(Flat(t.data())),
             })
             .collect(),
     };

@@ -968,3 +968,116 @@ fn bearer_tokens_guard_the_data_plane_but_not_probes() {
         "{metrics}"
     );
 }
+
+/// Posts a binary-extension body: JSON header of `json.len()` bytes, then `blob`.
+fn post_binary(
+    addr: SocketAddr,
+    path: &str,
+    json: &str,
+    blob: &[u8],
+    header_len: usize,
+) -> http::Reply {
+    let mut raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: {header_len}\r\nContent-Length: {}\r\n\r\n",
+        json.len() + blob.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(json.as_bytes());
+    raw.extend_from_slice(blob);
+    send_raw(addr, &raw)
+}
+
+#[test]
+fn binary_tensor_data_in_and_out() {
+    let s = iris_server();
+    let want = expected("examples/models/iris");
+    let rows: Vec<f32> = want["inputs"][0]["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|v| v.as_f64().expect("f") as f32)
+        .collect();
+    let blob: Vec<u8> = rows.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let json = format!(
+        r#"{{"id": "b1", "inputs": [{{"name": "input", "shape": [6, 4], "datatype": "FP32", "parameters": {{"binary_data_size": {}}}}}], "parameters": {{"binary_data_output": true}}, "outputs": [{{"name": "label", "parameters": {{"binary_data": false}}}}, {{"name": "probabilities"}}]}}"#,
+        blob.len()
+    );
+    let r = post_binary(s.addr, "/v2/models/iris/infer", &json, &blob, json.len());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+    let json_len: usize = r
+        .header("inference-header-content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("header length");
+    let head: Value = serde_json::from_slice(&r.body[..json_len]).expect("json header");
+    assert_eq!(head["id"], "b1");
+    // label stays JSON (per-output override), probabilities come as raw FP32.
+    assert_eq!(head["outputs"][0]["data"], want["outputs"][0]["data"]);
+    assert_eq!(
+        head["outputs"][1]["parameters"]["binary_data_size"],
+        6 * 3 * 4
+    );
+    let probabilities: Vec<f32> = r.body[json_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let expected: Vec<f64> = serde_json::from_value(want["outputs"][1]["data"].clone()).expect("p");
+    assert_eq!(probabilities.len(), expected.len());
+    for (g, w) in probabilities.iter().zip(&expected) {
+        assert!((f64::from(*g) - w).abs() <= 1e-5, "{g} vs {w}");
+    }
+
+    // A JSON-only request with binary_data on an output also gets binary back.
+    let body = r#"{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [6.7, 3.0, 5.2, 2.3]}], "outputs": [{"name": "label", "parameters": {"binary_data": true}}]}"#;
+    let r = post(s.addr, "/v2/models/iris/infer", body);
+    let json_len: usize = r
+        .header("inference-header-content-length")
+        .and_then(|v| v.parse().ok())
+        .expect("header length");
+    assert_eq!(&r.body[json_len..], &2i64.to_le_bytes());
+
+    // Bad binary requests: 400 with the reason, and the server still serves.
+    for (json, blob, header_len, message) in [
+        (
+            json.clone(),
+            blob[..8].to_vec(),
+            json.len(),
+            "only 8 are left",
+        ),
+        (json.clone(), blob.clone(), 0, "raw binary request"),
+        (
+            json.clone(),
+            blob.clone(),
+            json.len() + blob.len() + 1,
+            "the body holds",
+        ),
+        (
+            json.replace("\"binary_data_output\": true", "\"binary_data_output\": 1"),
+            blob.clone(),
+            usize::MAX,
+            "",
+        ),
+    ] {
+        let header_len = if header_len == usize::MAX {
+            json.len()
+        } else {
+            header_len
+        };
+        let r = post_binary(s.addr, "/v2/models/iris/infer", &json, &blob, header_len);
+        assert_eq!(r.status, 400, "{message}: {}", r.text());
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(message)),
+            "{}",
+            r.text()
+        );
+    }
+    let raw = b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\nInference-Header-Content-Length: many\r\nContent-Length: 2\r\n\r\n{}";
+    assert_eq!(send_raw(s.addr, raw).status, 400);
+    assert_eq!(
+        get(s.addr, "/v2").json()["extensions"],
+        json!(["binary_tensor_data"])
+    );
+    assert_eq!(post(s.addr, "/v2/models/iris/infer", body).status, 200);
+}

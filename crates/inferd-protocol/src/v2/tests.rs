@@ -239,3 +239,150 @@ fn metadata_writes_dynamic_dims_as_minus_one() {
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}], "outputs": []})
     );
 }
+
+fn binary_body(json: &str, blobs: &[&[u8]]) -> (Vec<u8>, usize) {
+    let mut body = json.as_bytes().to_vec();
+    for b in blobs {
+        body.extend_from_slice(b);
+    }
+    (body, json.len())
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn binary_and_json_inputs_mix() {
+    let a = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    let b: Vec<u8> = [7i64, 8].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let json = r#"{"inputs": [
+        {"name": "a", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+        {"name": "j", "shape": [1], "datatype": "BOOL", "data": [true]},
+        {"name": "b", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}
+    ], "outputs": [{"name": "y", "parameters": {"binary_data": true}}]}"#;
+    let (body, len) = binary_body(json, &[&a, &b]);
+    let req = decode_infer_request_binary(&body, len).expect("decodes");
+    assert_eq!(
+        req.inputs[0].data(),
+        &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0])
+    );
+    assert_eq!(req.inputs[1].data(), &TensorData::Bool(vec![true]));
+    assert_eq!(req.inputs[2].data(), &TensorData::Int64(vec![7, 8]));
+}
+
+#[test]
+fn bad_binary_requests_name_the_field() {
+    let input = |size: &str| {
+        format!(
+            r#"{{"inputs": [{{"name": "a", "shape": [2], "datatype": "FP32", "parameters": {{"binary_data_size": {size}}}}}]}}"#
+        )
+    };
+    let two = f32_bytes(&[1.0, 2.0]);
+    let cases: Vec<(Vec<u8>, usize, &str, &str)> = vec![
+        (input("8").into_bytes(), 0, "", "raw binary request"),
+        (
+            input("8").into_bytes(),
+            10_000,
+            "",
+            "Inference-Header-Content-Length is 10000",
+        ),
+        (
+            {
+                let (b, _) = binary_body(&input("8"), &[&two[..4]]);
+                b
+            },
+            input("8").len(),
+            "inputs[0].parameters.binary_data_size",
+            "only 4 are left",
+        ),
+        (
+            {
+                let (b, _) = binary_body(&input("4"), &[&two[..4]]);
+                b
+            },
+            input("4").len(),
+            "inputs[0].parameters.binary_data_size",
+            "2 FP32 elements take 8",
+        ),
+        (
+            {
+                let (b, _) = binary_body(&input("8"), &[&two, &[0]]);
+                b
+            },
+            input("8").len(),
+            "",
+            "1 bytes of binary data follow",
+        ),
+        (
+            {
+                let (b, _) = binary_body(&input("\"8\""), &[&two]);
+                b
+            },
+            input("\"8\"").len(),
+            "inputs[0].parameters.binary_data_size",
+            "non-negative integer",
+        ),
+        (
+            {
+                let (b, _) = binary_body(&input("-8"), &[&two]);
+                b
+            },
+            input("-8").len(),
+            "inputs[0].parameters.binary_data_size",
+            "non-negative integer",
+        ),
+        (
+            {
+                let (b, _) = binary_body(&input("99999999999999999999"), &[&two]);
+                b
+            },
+            input("99999999999999999999").len(),
+            "inputs[0].parameters.binary_data_size",
+            "",
+        ),
+    ];
+    for (body, len, path, message) in cases {
+        let err = decode_infer_request_binary(&body, len).expect_err("must fail");
+        assert_eq!(err.path(), path, "{err}");
+        assert!(err.message().contains(message), "{err} lacks {message}");
+    }
+    // Binary sizes without the header, and both data and a binary size.
+    let err = decode(&input("8")).expect_err("no header");
+    assert!(
+        err.message()
+            .contains("needs the Inference-Header-Content-Length"),
+        "{err}"
+    );
+    let both = r#"{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {"binary_data_size": 4}}]}"#;
+    let err = decode_infer_request_binary(both.as_bytes(), both.len()).expect_err("both");
+    assert_eq!(err.path(), "inputs[0].data");
+}
+
+#[test]
+fn binary_response_has_a_json_header_then_blobs() {
+    let outputs = vec![
+        Tensor::new("label", vec![2], TensorData::Int64(vec![0, 2])).expect("tensor"),
+        Tensor::new("p", vec![2], TensorData::Fp32(vec![0.5, 0.25])).expect("tensor"),
+    ];
+    let header = ResponseHeader {
+        model_name: "iris",
+        model_version: "1",
+        id: None,
+    };
+    let encoded = encode_infer_response_binary(header, &outputs, &[false, true]).expect("encodes");
+    let json_len = encoded.json_len.expect("binary");
+    let json: serde_json::Value =
+        serde_json::from_slice(&encoded.body[..json_len]).expect("json header");
+    assert_eq!(json["outputs"][0]["data"], serde_json::json!([0, 2]));
+    assert_eq!(json["outputs"][1]["parameters"]["binary_data_size"], 8);
+    assert!(json["outputs"][1].get("data").is_none());
+    assert_eq!(&encoded.body[json_len..], &f32_bytes(&[0.5, 0.25])[..]);
+    // No binary outputs: plain JSON, no header length.
+    let plain = encode_infer_response_binary(header, &outputs, &[]).expect("encodes");
+    assert!(plain.json_len.is_none());
+    assert_eq!(
+        plain.body,
+        encode_infer_response(header, &outputs).expect("encodes")
+    );
+}

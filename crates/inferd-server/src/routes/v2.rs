@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use inferd_protocol::v2::{self, MetadataTensor, ResponseHeader};
 
@@ -101,53 +101,111 @@ pub(super) async fn infer_version(
     .await
 }
 
+/// The binary tensor data extension's header: the JSON part's length.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
 async fn infer_on(
     state: &AppState,
     served: Arc<ServedModel>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(request, state.max_body_bytes).await?;
-    let request = v2::decode_infer_request(&bytes)?;
-    // Check requested outputs before running anything.
-    let wanted: Option<Vec<usize>> = match &request.outputs {
+    let json_len = match request.headers().get(HEADER_LENGTH) {
         None => None,
-        Some(list) if list.is_empty() => None,
-        Some(list) => Some(
-            list.iter()
-                .enumerate()
-                .map(|(i, o)| {
-                    served
-                        .model
-                        .metadata()
-                        .outputs
-                        .iter()
-                        .position(|spec| spec.name == o.name)
-                        .ok_or_else(|| {
-                            ApiError::BadRequest(format!(
-                                "outputs[{i}].name: the model has no output '{}'",
-                                o.name
-                            ))
-                        })
-                })
-                .collect::<Result<_, _>>()?,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Inference-Header-Content-Length must be a byte count".into(),
+                    )
+                })?,
         ),
     };
-    let mut outputs = run_model(state, &served, request.inputs).await?;
-    if let Some(indices) = wanted {
-        let mut all: Vec<Option<_>> = outputs.into_iter().map(Some).collect();
-        outputs = indices
+    let bytes = read_body(request, state.max_body_bytes).await?;
+    let request = match json_len {
+        None => v2::decode_infer_request(&bytes)?,
+        Some(len) => v2::decode_infer_request_binary(&bytes, len)?,
+    };
+    let outputs_meta = &served.model.metadata().outputs;
+    // Which outputs to return, in which order, and which of them as binary:
+    // a per-output `binary_data` overrides the request's `binary_data_output`.
+    let all_binary = flag(
+        request.parameters.as_ref(),
+        "binary_data_output",
+        "parameters",
+    )?;
+    let (wanted, binary): (Vec<usize>, Vec<bool>) = match &request.outputs {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let index = outputs_meta
+                    .iter()
+                    .position(|spec| spec.name == o.name)
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "outputs[{i}].name: the model has no output '{}'",
+                            o.name
+                        ))
+                    })?;
+                let own = flag(
+                    o.parameters.as_ref(),
+                    "binary_data",
+                    &format!("outputs[{i}].parameters"),
+                )?;
+                Ok((index, own.or(all_binary).unwrap_or(false)))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?
             .into_iter()
-            .filter_map(|i| all.get_mut(i).and_then(Option::take))
-            .collect();
-    }
-    let body = v2::encode_infer_response(
+            .unzip(),
+        _ => (0..outputs_meta.len())
+            .map(|i| (i, all_binary.unwrap_or(false)))
+            .unzip(),
+    };
+    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs)
+        .await?
+        .into_iter()
+        .map(Some)
+        .collect();
+    let outputs: Vec<_> = wanted
+        .into_iter()
+        .filter_map(|i| all.get_mut(i).and_then(Option::take))
+        .collect();
+    let encoded = v2::encode_infer_response_binary(
         ResponseHeader {
             model_name: &served.name,
             model_version: &served.version,
             id: request.id.as_deref(),
         },
         &outputs,
+        &binary,
     )
     .map_err(|e| ApiError::Internal(format!("cannot encode the response: {e}")))?;
-    Ok(json_response(StatusCode::OK, body))
+    let Some(json_len) = encoded.json_len else {
+        return Ok(json_response(StatusCode::OK, encoded.body));
+    };
+    let mut response = json_response(StatusCode::OK, encoded.body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    Ok(response)
+}
+
+/// A boolean parameter, absent as `None`; any other type is a 400.
+fn flag(
+    parameters: Option<&inferd_protocol::Parameters>,
+    key: &str,
+    path: &str,
+) -> Result<Option<bool>, ApiError> {
+    match parameters.and_then(|p| p.get(key)) {
+        None => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "{path}.{key}: must be true or false"
+        ))),
+    }
 }

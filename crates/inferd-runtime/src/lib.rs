@@ -15,7 +15,7 @@ use std::sync::Arc;
 use inferd_tensor::{SpecMismatch, Tensor, TensorSpec};
 
 pub use onnx::OnnxModel;
-pub use pool::InferencePool;
+pub use pool::{InferencePool, Timing};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -3,6 +3,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use inferd_tensor::Tensor;
@@ -11,6 +12,15 @@ use tokio::sync::oneshot;
 use crate::{Error, Model, Result};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// Where a job's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// Waiting for a free inference thread.
+    pub queue: Duration,
+    /// Running the model.
+    pub compute: Duration,
+}
 
 /// A fixed set of threads that run inference, so a model never blocks the
 /// async reactor. Cloning shares the same threads; they stop once every
@@ -54,11 +64,23 @@ impl InferencePool {
     /// A job whose caller has gone away before a thread picks it up is
     /// dropped unrun; a panicking model becomes an [`Error::Inference`].
     pub async fn infer(&self, model: Arc<dyn Model>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.infer_timed(model, inputs).await.0
+    }
+
+    /// As [`InferencePool::infer`], also saying how long the job waited for a
+    /// thread and how long the model ran.
+    pub async fn infer_timed(
+        &self,
+        model: Arc<dyn Model>,
+        inputs: Vec<Tensor>,
+    ) -> (Result<Vec<Tensor>>, Timing) {
         let (reply, outputs) = oneshot::channel();
+        let queued_at = Instant::now();
         let job: Job = Box::new(move || {
             if reply.is_closed() {
                 return;
             }
+            let started = Instant::now();
             let result =
                 catch_unwind(AssertUnwindSafe(|| model.infer(inputs))).unwrap_or_else(|panic| {
                     let what = panic
@@ -68,10 +90,18 @@ impl InferencePool {
                         .unwrap_or_else(|| "unknown cause".to_owned());
                     Err(Error::Inference(format!("the model panicked: {what}")))
                 });
-            let _ = reply.send(result);
+            let timing = Timing {
+                queue: started - queued_at,
+                compute: started.elapsed(),
+            };
+            let _ = reply.send((result, timing));
         });
-        self.jobs.send(job).map_err(|_| Error::PoolClosed)?;
-        outputs.await.map_err(|_| Error::PoolClosed)?
+        if self.jobs.send(job).is_err() {
+            return (Err(Error::PoolClosed), Timing::default());
+        }
+        outputs
+            .await
+            .unwrap_or_else(|_| (Err(Error::PoolClosed), Timing::default()))
     }
 }
 

@@ -12,6 +12,7 @@ mod error;
 pub mod metrics;
 pub mod registry;
 mod routes;
+pub mod stats;
 
 use std::future::Future;
 use std::net::SocketAddr;

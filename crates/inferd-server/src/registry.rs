@@ -261,6 +261,7 @@ pub struct ServedModel {
     pub version: String,
     pub model: Arc<dyn Model>,
     pub metrics: ModelMetrics,
+    pub stats: crate::stats::ModelStats,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -298,6 +299,10 @@ impl ReadyModel {
             return None;
         }
         self.versions.get(&v.parse().ok()?)
+    }
+
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<ServedModel>> {
+        self.versions.values()
     }
 
     pub fn version_names(&self) -> impl Iterator<Item = &str> {
@@ -387,6 +392,7 @@ pub fn load_model(planned: &PlannedModel, metrics: &Metrics) -> Result<ReadyMode
             v.version,
             Arc::new(ServedModel {
                 metrics: metrics.for_model(&planned.name, &version),
+                stats: Default::default(),
                 name: planned.name.clone(),
                 version,
                 model,

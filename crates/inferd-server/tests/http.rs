@@ -1077,7 +1077,71 @@ fn binary_tensor_data_in_and_out() {
     assert_eq!(send_raw(s.addr, raw).status, 400);
     assert_eq!(
         get(s.addr, "/v2").json()["extensions"],
-        json!(["binary_tensor_data"])
+        json!(["binary_tensor_data", "model_configuration", "statistics"])
     );
     assert_eq!(post(s.addr, "/v2/models/iris/infer", body).status, 200);
+}
+
+#[test]
+fn model_configuration_and_statistics() {
+    let s = iris_server();
+    let config = get(s.addr, "/v2/models/iris/config").json();
+    assert_eq!(config["name"], "iris");
+    assert_eq!(config["max_batch_size"], 0);
+    assert_eq!(
+        config["input"],
+        json!([{"name": "input", "data_type": "TYPE_FP32", "dims": [-1, 4]}])
+    );
+    assert_eq!(
+        config["output"][0],
+        json!({"name": "label", "data_type": "TYPE_INT64", "dims": [-1]})
+    );
+    assert_eq!(config["instance_group"][0]["kind"], "KIND_CPU");
+    assert_eq!(config["instance_group"][0]["count"], 2);
+    assert_eq!(
+        get(s.addr, "/v2/models/iris/versions/1/config").json(),
+        config
+    );
+    assert_eq!(
+        get(s.addr, "/v2/models/identity/config").json()["input"][12]["data_type"],
+        "TYPE_STRING"
+    );
+    assert_eq!(get(s.addr, "/v2/models/nope/config").status, 404);
+    assert_eq!(get(s.addr, "/v2/models/iris/versions/3/config").status, 404);
+
+    let zero = get(s.addr, "/v2/models/iris/stats").json();
+    assert_eq!(zero["model_stats"][0]["inference_count"], 0);
+    assert_eq!(zero["model_stats"][0]["last_inference"], 0);
+    let body = r#"{"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32", "data": [1,2,3,4,1,2,3,4,1,2,3,4]}]}"#;
+    for _ in 0..2 {
+        assert_eq!(post(s.addr, "/v2/models/iris/infer", body).status, 200);
+    }
+    assert_eq!(post(s.addr, "/v2/models/iris/infer", "{}").status, 400);
+    let stats = get(s.addr, "/v2/models/iris/stats").json();
+    let m = &stats["model_stats"][0];
+    assert_eq!(
+        (m["name"].clone(), m["version"].clone()),
+        (json!("iris"), json!("1"))
+    );
+    assert_eq!(m["execution_count"], 2);
+    assert_eq!(m["inference_count"], 6);
+    assert_eq!(m["inference_stats"]["success"]["count"], 2);
+    assert_eq!(m["inference_stats"]["fail"]["count"], 1);
+    assert_eq!(m["inference_stats"]["compute_infer"]["count"], 2);
+    let success_ns = m["inference_stats"]["success"]["ns"].as_u64().expect("ns");
+    let infer_ns = m["inference_stats"]["compute_infer"]["ns"]
+        .as_u64()
+        .expect("ns");
+    assert!(
+        infer_ns > 0 && infer_ns < success_ns,
+        "{infer_ns} vs {success_ns}"
+    );
+    assert!(m["last_inference"].as_u64().is_some_and(|t| t > 0));
+    assert_eq!(
+        get(s.addr, "/v2/models/iris/versions/1/stats").json(),
+        stats
+    );
+    let all = get(s.addr, "/v2/models/stats").json();
+    assert_eq!(all["model_stats"].as_array().map(Vec::len), Some(5));
+    assert_eq!(get(s.addr, "/v2/models/nope/stats").status, 404);
 }

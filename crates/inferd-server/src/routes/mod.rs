@@ -41,6 +41,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/ready",
             get(v2::ready_version),
         )
+        .route("/v2/models/stats", get(v2::all_stats))
+        .route("/v2/models/{model}/stats", get(v2::stats))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(v2::stats_version),
+        )
+        .route("/v2/models/{model}/config", get(v2::config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(v2::config_version),
+        )
         .route("/v2/models/{model}/infer", post(v2::infer))
         .route(
             "/v2/models/{model}/versions/{version}/infer",
@@ -128,12 +139,20 @@ pub(crate) async fn run_model(
         .metadata()
         .arrange_inputs(inputs)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let rows = inputs
+        .first()
+        .and_then(|t| t.shape().first().copied())
+        .unwrap_or(1);
     let started = Instant::now();
-    let outputs = state.pool.infer(served.model.clone(), inputs).await?;
+    let (outputs, timing) = state.pool.infer_timed(served.model.clone(), inputs).await;
+    let outputs = outputs?;
     served
         .metrics
         .inference
         .observe(started.elapsed().as_secs_f64());
+    served
+        .stats
+        .record_execution(rows, timing.queue, timing.compute);
     Ok(outputs)
 }
 
@@ -169,6 +188,9 @@ where
         }
     };
     let result = handle(served.clone()).await;
+    served
+        .stats
+        .record_request(result.is_ok(), started.elapsed());
     let seconds = started.elapsed().as_secs_f64();
     match result {
         Ok(response) => {

@@ -1,6 +1,7 @@
 //! KServe V1 REST: model status and `:predict`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -69,9 +70,13 @@ async fn predict_on(
     request: Request,
 ) -> Result<Response, ApiError> {
     let bytes = read_body(request, state.max_body_bytes).await?;
+    let decoding = Instant::now();
     let inputs = v1::decode_predict_request(&bytes, &served.model.metadata().inputs)?;
+    served.stats.record_input(decoding.elapsed());
     let outputs = run_model(state, &served, inputs).await?;
+    let encoding = Instant::now();
     let body = v1::encode_predict_response(&outputs)
         .map_err(|e| ApiError::Internal(format!("cannot encode the predictions: {e}")))?;
+    served.stats.record_output(encoding.elapsed());
     Ok(json_response(StatusCode::OK, body))
 }

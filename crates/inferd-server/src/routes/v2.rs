@@ -1,6 +1,7 @@
 //! Open Inference Protocol (V2) REST: model metadata, readiness, inference.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -123,10 +124,12 @@ async fn infer_on(
         ),
     };
     let bytes = read_body(request, state.max_body_bytes).await?;
+    let decoding = Instant::now();
     let request = match json_len {
         None => v2::decode_infer_request(&bytes)?,
         Some(len) => v2::decode_infer_request_binary(&bytes, len)?,
     };
+    served.stats.record_input(decoding.elapsed());
     let outputs_meta = &served.model.metadata().outputs;
     // Which outputs to return, in which order, and which of them as binary:
     // a per-output `binary_data` overrides the request's `binary_data_output`.
@@ -172,6 +175,7 @@ async fn infer_on(
         .into_iter()
         .filter_map(|i| all.get_mut(i).and_then(Option::take))
         .collect();
+    let encoding = Instant::now();
     let encoded = v2::encode_infer_response_binary(
         ResponseHeader {
             model_name: &served.name,
@@ -182,6 +186,7 @@ async fn infer_on(
         &binary,
     )
     .map_err(|e| ApiError::Internal(format!("cannot encode the response: {e}")))?;
+    served.stats.record_output(encoding.elapsed());
     let Some(json_len) = encoded.json_len else {
         return Ok(json_response(StatusCode::OK, encoded.body));
     };
@@ -207,5 +212,121 @@ fn flag(
         Some(_) => Err(ApiError::BadRequest(format!(
             "{path}.{key}: must be true or false"
         ))),
+    }
+}
+
+/// `GET /v2/models/stats`: every ready model version.
+pub(super) async fn all_stats(State(state): State<Arc<AppState>>) -> Response {
+    let mut entries = Vec::new();
+    for name in state.registry.names() {
+        state.registry.with(&name, |found| {
+            if let Some(ModelState::Ready(ready)) = found {
+                entries.extend(ready.versions().map(|s| s.stats.json(&s.name, &s.version)));
+            }
+        });
+    }
+    stats_response(entries)
+}
+
+pub(super) async fn stats(
+    State(state): State<Arc<AppState>>,
+    Params(model): Params<String>,
+) -> Response {
+    if let Err(e) = resolve(&state, &model, None) {
+        return e.into_response();
+    }
+    let entries = state.registry.with(&model, |found| match found {
+        Some(ModelState::Ready(ready)) => ready
+            .versions()
+            .map(|s| s.stats.json(&s.name, &s.version))
+            .collect(),
+        _ => Vec::new(),
+    });
+    stats_response(entries)
+}
+
+pub(super) async fn stats_version(
+    State(state): State<Arc<AppState>>,
+    Params((model, version)): Params<(String, String)>,
+) -> Response {
+    match resolve(&state, &model, Some(&version)) {
+        Ok(s) => stats_response(vec![s.stats.json(&s.name, &s.version)]),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn stats_response(entries: Vec<serde_json::Value>) -> Response {
+    let body = serde_json::json!({ "model_stats": entries });
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+pub(super) async fn config(
+    State(state): State<Arc<AppState>>,
+    Params(model): Params<String>,
+) -> Response {
+    config_of(&state, &model, None)
+}
+
+pub(super) async fn config_version(
+    State(state): State<Arc<AppState>>,
+    Params((model, version)): Params<(String, String)>,
+) -> Response {
+    config_of(&state, &model, Some(&version))
+}
+
+/// Triton's model configuration, in its JSON field names. There is no
+/// batcher yet, so `max_batch_size` is 0 and `dims` are the full shapes.
+fn config_of(state: &AppState, model: &str, version: Option<&str>) -> Response {
+    let served = match resolve(state, model, version) {
+        Ok(served) => served,
+        Err(e) => return e.into_response(),
+    };
+    let meta = served.model.metadata();
+    let tensors = |specs: &[inferd_tensor::TensorSpec]| -> Vec<serde_json::Value> {
+        specs
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "data_type": triton_type(s.datatype),
+                    "dims": s.shape_i64(),
+                })
+            })
+            .collect()
+    };
+    let body = serde_json::json!({
+        "name": served.name,
+        "platform": meta.platform,
+        "backend": "tract",
+        "version_policy": {"all": {}},
+        "max_batch_size": 0,
+        "input": tensors(&meta.inputs),
+        "output": tensors(&meta.outputs),
+        "instance_group": [{
+            "name": format!("{}_0", served.name),
+            "kind": "KIND_CPU",
+            "count": state.pool.threads(),
+        }],
+    });
+    json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// Triton's name for a datatype in model configurations.
+fn triton_type(t: inferd_tensor::DataType) -> &'static str {
+    use inferd_tensor::DataType as D;
+    match t {
+        D::Bool => "TYPE_BOOL",
+        D::Uint8 => "TYPE_UINT8",
+        D::Uint16 => "TYPE_UINT16",
+        D::Uint32 => "TYPE_UINT32",
+        D::Uint64 => "TYPE_UINT64",
+        D::Int8 => "TYPE_INT8",
+        D::Int16 => "TYPE_INT16",
+        D::Int32 => "TYPE_INT32",
+        D::Int64 => "TYPE_INT64",
+        D::Fp16 => "TYPE_FP16",
+        D::Fp32 => "TYPE_FP32",
+        D::Fp64 => "TYPE_FP64",
+        D::Bytes => "TYPE_STRING",
     }
 }

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Cross-checks `inferd bench` against Triton's perf_analyzer on the same
-# server and load: PyTriton serving iris through onnxruntime (perf_analyzer
-# needs Triton's model-configuration endpoint, which inferd does not serve
-# yet), closed loop at 1, 8 and 64 requests in flight, HTTP/JSON.
+# server and load, closed loop at 1, 8 and 64 requests in flight over HTTP:
+# `inferd` serves iris with `inferd serve`; `pytriton` serves it through
+# onnxruntime in PyTriton. perf_analyzer sends its inputs as binary tensors
+# and reads Triton's model-configuration and statistics endpoints.
 #
 # Needs benchmarks/peers/run.sh to have made the PyTriton venv and the model
 # files (its cache), and installs perf_analyzer on first use: on Debian 12
 # only the binary inside the tritonclient 2.51.0 wheel runs (later wheels
 # need glibc 2.38); it needs libb64 and libcudart from nvidia-cuda-runtime-cu12.
 #
-#   benches/perf-analyzer.sh [seconds] [rounds]
+#   benches/perf-analyzer.sh [inferd|pytriton] [seconds] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-8}
-rounds=${2:-2}
+what=${1:-inferd}
+secs=${2:-8}
+rounds=${3:-2}
 cache=${INFERD_PEERS_CACHE:-$HOME/.cache/inferd-peers}
 bin=${CARGO_TARGET_DIR:-target}/release
 pa=$cache/perf/bin/perf_analyzer.bin
@@ -30,16 +32,24 @@ fi
 cudart=$(dirname "$(find "$cache/perf" -name 'libcudart.so.12' | head -n1)")
 [ -n "$cudart" ] || { echo "libcudart.so.12 not found under $cache/perf" >&2; exit 1; }
 
-model=$(find "$cache" -path '*models*' -name model.onnx | head -n1)
-[ -n "$model" ] || model=examples/models/iris/model.onnx
 work=$(mktemp -d)
-# perf_analyzer reads statistics, which PyTriton keeps behind an access token.
 token=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
-# Triton's Python backend stub must load the libpython the venv was made from.
-pylib=$("$cache/pytriton/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
-LD_LIBRARY_PATH=$pylib "$cache/pytriton/bin/python" benchmarks/peers/servers/pytriton_server.py --model "$model" \
-  --http-port 18200 --grpc-port 18201 --metrics-port 18202 --workspace "$work/ws" \
-  --access-token "$token" >"$work/log" 2>&1 &
+case "$what" in
+  inferd)
+    "$bin/inferd" serve --model iris=examples/models/iris/model.onnx --http-port 18200 >"$work/log" 2>&1 &
+    # No batcher yet (max_batch_size 0): perf_analyzer's shapes include the batch.
+    shape='[1,4]' ;;
+  pytriton)
+    # perf_analyzer reads statistics, which PyTriton keeps behind an access token.
+    # Triton's Python backend stub must load the libpython the venv was made from.
+    pylib=$("$cache/pytriton/bin/python" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+    LD_LIBRARY_PATH=$pylib "$cache/pytriton/bin/python" benchmarks/peers/servers/pytriton_server.py \
+      --model examples/models/iris/model.onnx --http-port 18200 --grpc-port 18201 \
+      --metrics-port 18202 --workspace "$work/ws" --access-token "$token" >"$work/log" 2>&1 &
+    # PyTriton batches (max_batch_size 4): shapes leave the batch out.
+    shape='[4]' ;;
+  *) echo "usage: $0 [inferd|pytriton] [seconds] [rounds]" >&2; exit 2 ;;
+esac
 server=$!
 trap 'kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 url=http://127.0.0.1:18200/v2/models/iris/infer
@@ -47,9 +57,8 @@ body='{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5
 echo "$body" > "$work/body.json"
 for _ in $(seq 600); do curl -sf -o /dev/null -d @"$work/body.json" "$url" && break; sleep 0.2; done
 curl -sf -o /dev/null -d @"$work/body.json" "$url" || { cat "$work/log" >&2; exit 1; }
-# perf_analyzer reads its input data from a JSON file of its own format; the
-# shape leaves out the batch dimension (batch size 1, as the V2 body has).
-echo '{"data":[{"input":{"content":[5.1,3.5,1.4,0.2],"shape":[4]}}]}' > "$work/pa.json"
+# perf_analyzer reads its input data from a JSON file of its own format.
+echo "{\"data\":[{\"input\":{\"content\":[5.1,3.5,1.4,0.2],\"shape\":$shape}}]}" > "$work/pa.json"
 
 echo "| in flight | round | tool | req/s | p50 µs | p99 µs |"
 echo "|---|---|---|---|---|---|"
@@ -66,7 +75,7 @@ row = next(csv.DictReader(open(sys.argv[1])))
 print(f"| {sys.argv[2]} | {sys.argv[3]} | perf_analyzer | {float(row['Inferences/Second']):.0f} | "
       f"{row['p50 latency']} | {row['p99 latency']} |")
 PY
-    "$bin/inferd" bench --target "pytriton=$url" --input "$work/body.json" --concurrency "$c" \
+    "$bin/inferd" bench --target "$what=$url" --input "$work/body.json" --concurrency "$c" \
       --duration "${secs}s" --warmup 1s --json "$work/b.json" >/dev/null
     python3 - "$work/b.json" "$c" "$r" <<'PY'
 import json, sys

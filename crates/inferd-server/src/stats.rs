@@ -1,89 +1,113 @@
 //! Per-model-version statistics in the shape of Triton's statistics
 //! extension (`GET /v2/models/{m}/stats`), which perf_analyzer reads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 /// A count and the total time it took.
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Tally {
-    count: AtomicU64,
-    ns: AtomicU64,
+    count: u64,
+    ns: u64,
 }
 
 impl Tally {
-    fn add(&self, d: Duration) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.ns.fetch_add(ns, Ordering::Relaxed);
+    fn add(&mut self, d: Duration) {
+        self.count += 1;
+        self.ns = self
+            .ns
+            .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
-    fn json(&self) -> Value {
-        json!({"count": self.count.load(Ordering::Relaxed), "ns": self.ns.load(Ordering::Relaxed)})
+    fn json(self) -> Value {
+        json!({"count": self.count, "ns": self.ns})
     }
 }
 
-/// What one served model version has done.
+/// Where one successful request's time went, recorded in one step.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestTimes {
+    /// Decoding and checking the request.
+    pub input: Duration,
+    /// Waiting for an inference thread.
+    pub queue: Duration,
+    /// Running the model.
+    pub infer: Duration,
+    /// Encoding the response.
+    pub output: Duration,
+    /// Rows inferred (the batch dimension).
+    pub rows: u64,
+}
+
 #[derive(Debug, Default)]
-pub struct ModelStats {
+struct Inner {
     success: Tally,
     fail: Tally,
     queue: Tally,
     compute_input: Tally,
     compute_infer: Tally,
     compute_output: Tally,
-    /// Rows inferred (the batch dimension summed over executions).
-    inference_count: AtomicU64,
-    execution_count: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last request, 0 for none.
-    last_inference_ms: AtomicU64,
+    inference_count: u64,
+    execution_count: u64,
+    last_inference_ms: u64,
+}
+
+/// What one served model version has done. One lock keeps a snapshot
+/// consistent: clients (perf_analyzer) require the compute counts to agree.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    inner: Mutex<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl ModelStats {
-    pub fn record_request(&self, ok: bool, total: Duration) {
-        if ok { &self.success } else { &self.fail }.add(total);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_inference_ms.store(now, Ordering::Relaxed);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Plain counters: a panic mid-update cannot leave them unusable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Decoding and checking the request.
-    pub fn record_input(&self, d: Duration) {
-        self.compute_input.add(d);
+    pub fn record_success(&self, total: Duration, times: RequestTimes) {
+        let mut s = self.lock();
+        s.success.add(total);
+        s.compute_input.add(times.input);
+        s.queue.add(times.queue);
+        s.compute_infer.add(times.infer);
+        s.compute_output.add(times.output);
+        s.execution_count += 1;
+        s.inference_count += times.rows;
+        s.last_inference_ms = now_ms();
     }
 
-    pub fn record_execution(&self, rows: usize, queue: Duration, compute: Duration) {
-        self.queue.add(queue);
-        self.compute_infer.add(compute);
-        self.execution_count.fetch_add(1, Ordering::Relaxed);
-        self.inference_count
-            .fetch_add(rows as u64, Ordering::Relaxed);
-    }
-
-    /// Encoding the response.
-    pub fn record_output(&self, d: Duration) {
-        self.compute_output.add(d);
+    pub fn record_failure(&self, total: Duration) {
+        let mut s = self.lock();
+        s.fail.add(total);
+        s.last_inference_ms = now_ms();
     }
 
     /// One entry of `model_stats`.
     pub fn json(&self, name: &str, version: &str) -> Value {
+        let s = self.lock();
         let zero = json!({"count": 0, "ns": 0});
         json!({
             "name": name,
             "version": version,
-            "last_inference": self.last_inference_ms.load(Ordering::Relaxed),
-            "inference_count": self.inference_count.load(Ordering::Relaxed),
-            "execution_count": self.execution_count.load(Ordering::Relaxed),
+            "last_inference": s.last_inference_ms,
+            "inference_count": s.inference_count,
+            "execution_count": s.execution_count,
             "inference_stats": {
-                "success": self.success.json(),
-                "fail": self.fail.json(),
-                "queue": self.queue.json(),
-                "compute_input": self.compute_input.json(),
-                "compute_infer": self.compute_infer.json(),
-                "compute_output": self.compute_output.json(),
+                "success": s.success.json(),
+                "fail": s.fail.json(),
+                "queue": s.queue.json(),
+                "compute_input": s.compute_input.json(),
+                "compute_infer": s.compute_infer.json(),
+                "compute_output": s.compute_output.json(),
                 // No response cache: always zero, present because clients expect the keys.
                 "cache_hit": zero,
                 "cache_miss": zero,
@@ -100,11 +124,18 @@ mod tests {
     #[test]
     fn tallies_add_up() {
         let s = ModelStats::default();
-        s.record_input(Duration::from_micros(3));
-        s.record_execution(2, Duration::from_micros(5), Duration::from_micros(20));
-        s.record_output(Duration::from_micros(4));
-        s.record_request(true, Duration::from_micros(40));
-        s.record_request(false, Duration::from_micros(7));
+        let us = Duration::from_micros;
+        s.record_success(
+            us(40),
+            RequestTimes {
+                input: us(3),
+                queue: us(5),
+                infer: us(20),
+                output: us(4),
+                rows: 2,
+            },
+        );
+        s.record_failure(us(7));
         let j = s.json("iris", "1");
         assert_eq!(j["inference_count"], 2);
         assert_eq!(j["execution_count"], 1);
@@ -118,6 +149,9 @@ mod tests {
         );
         assert_eq!(j["inference_stats"]["compute_infer"]["ns"], 20_000);
         assert_eq!(j["inference_stats"]["queue"]["ns"], 5_000);
+        for k in ["compute_input", "compute_infer", "compute_output", "queue"] {
+            assert_eq!(j["inference_stats"][k]["count"], 1, "{k}");
+        }
         assert!(
             j["last_inference"]
                 .as_u64()

@@ -22,6 +22,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::metrics::Protocol;
 use crate::registry::{ModelState, ServedModel};
+use crate::stats::RequestTimes;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -128,11 +129,12 @@ pub(crate) fn resolve(
     })
 }
 
-/// Runs checked inputs on the pool and times the model.
+/// Runs checked inputs on the pool and times the model into `times`.
 pub(crate) async fn run_model(
     state: &AppState,
     served: &Arc<ServedModel>,
     inputs: Vec<Tensor>,
+    times: &mut RequestTimes,
 ) -> Result<Vec<Tensor>, ApiError> {
     let inputs = served
         .model
@@ -150,9 +152,9 @@ pub(crate) async fn run_model(
         .metrics
         .inference
         .observe(started.elapsed().as_secs_f64());
-    served
-        .stats
-        .record_execution(rows, timing.queue, timing.compute);
+    times.queue = timing.queue;
+    times.infer = timing.compute;
+    times.rows = rows as u64;
     Ok(outputs)
 }
 
@@ -167,7 +169,7 @@ pub(crate) async fn instrumented<F, Fut>(
 ) -> Response
 where
     F: FnOnce(Arc<ServedModel>) -> Fut,
-    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+    Fut: std::future::Future<Output = Result<(Response, RequestTimes), ApiError>>,
 {
     let started = Instant::now();
     let _in_flight = state.metrics.in_flight();
@@ -188,16 +190,16 @@ where
         }
     };
     let result = handle(served.clone()).await;
-    served
-        .stats
-        .record_request(result.is_ok(), started.elapsed());
-    let seconds = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
+    let seconds = elapsed.as_secs_f64();
     match result {
-        Ok(response) => {
+        Ok((response, times)) => {
+            served.stats.record_success(elapsed, times);
             served.metrics.record_success(protocol, seconds);
             response
         }
         Err(e) => {
+            served.stats.record_failure(elapsed);
             state
                 .metrics
                 .record_failure(&served.name, protocol, e.status().as_u16(), seconds);

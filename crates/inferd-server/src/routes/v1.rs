@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::error::{ApiError, json_response};
 use crate::metrics::Protocol;
 use crate::registry::ServedModel;
+use crate::stats::RequestTimes;
 
 /// `GET /v1/models/{model}`.
 pub(super) async fn status(
@@ -68,15 +69,16 @@ async fn predict_on(
     state: &AppState,
     served: Arc<ServedModel>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, RequestTimes), ApiError> {
+    let mut times = RequestTimes::default();
     let bytes = read_body(request, state.max_body_bytes).await?;
     let decoding = Instant::now();
     let inputs = v1::decode_predict_request(&bytes, &served.model.metadata().inputs)?;
-    served.stats.record_input(decoding.elapsed());
-    let outputs = run_model(state, &served, inputs).await?;
+    times.input = decoding.elapsed();
+    let outputs = run_model(state, &served, inputs, &mut times).await?;
     let encoding = Instant::now();
     let body = v1::encode_predict_response(&outputs)
         .map_err(|e| ApiError::Internal(format!("cannot encode the predictions: {e}")))?;
-    served.stats.record_output(encoding.elapsed());
-    Ok(json_response(StatusCode::OK, body))
+    times.output = encoding.elapsed();
+    Ok((json_response(StatusCode::OK, body), times))
 }

@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::error::{ApiError, json_response};
 use crate::metrics::Protocol;
 use crate::registry::{ModelState, ServedModel};
+use crate::stats::RequestTimes;
 
 pub(super) async fn metadata(
     State(state): State<Arc<AppState>>,
@@ -109,7 +110,8 @@ async fn infer_on(
     state: &AppState,
     served: Arc<ServedModel>,
     request: Request,
-) -> Result<Response, ApiError> {
+) -> Result<(Response, RequestTimes), ApiError> {
+    let mut times = RequestTimes::default();
     let json_len = match request.headers().get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -129,7 +131,7 @@ async fn infer_on(
         None => v2::decode_infer_request(&bytes)?,
         Some(len) => v2::decode_infer_request_binary(&bytes, len)?,
     };
-    served.stats.record_input(decoding.elapsed());
+    times.input = decoding.elapsed();
     let outputs_meta = &served.model.metadata().outputs;
     // Which outputs to return, in which order, and which of them as binary:
     // a per-output `binary_data` overrides the request's `binary_data_output`.
@@ -166,7 +168,7 @@ async fn infer_on(
             .map(|i| (i, all_binary.unwrap_or(false)))
             .unzip(),
     };
-    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs)
+    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs, &mut times)
         .await?
         .into_iter()
         .map(Some)
@@ -186,9 +188,9 @@ async fn infer_on(
         &binary,
     )
     .map_err(|e| ApiError::Internal(format!("cannot encode the response: {e}")))?;
-    served.stats.record_output(encoding.elapsed());
+    times.output = encoding.elapsed();
     let Some(json_len) = encoded.json_len else {
-        return Ok(json_response(StatusCode::OK, encoded.body));
+        return Ok((json_response(StatusCode::OK, encoded.body), times));
     };
     let mut response = json_response(StatusCode::OK, encoded.body);
     let headers = response.headers_mut();
@@ -197,7 +199,7 @@ async fn infer_on(
         HeaderValue::from_static("application/octet-stream"),
     );
     headers.insert(HEADER_LENGTH, HeaderValue::from(json_len));
-    Ok(response)
+    Ok((response, times))
 }
 
 /// A boolean parameter, absent as `None`; any other type is a 400.

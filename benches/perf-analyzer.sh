@@ -64,10 +64,13 @@ echo "| in flight | round | tool | req/s | p50 µs | p99 µs |"
 echo "|---|---|---|---|---|---|"
 for c in 1 8 64; do
   for r in $(seq "$rounds"); do
+    # This shared two-core machine rarely holds throughput within the default
+    # 10% over consecutive windows, hence --stability-percentage 30.
     LD_LIBRARY_PATH=$cudart "$pa" -m iris -u 127.0.0.1:18200 -i http --concurrency-range "$c" \
       -H "triton-access-token:$token" \
       --input-data "$work/pa.json" --measurement-mode time_windows \
-      --measurement-interval $((secs * 1000)) --percentile 99 -f "$work/pa.csv" >"$work/pa.out" 2>&1 ||
+      --measurement-interval $((secs * 1000)) --stability-percentage 30 --percentile 99 \
+      -f "$work/pa.csv" >"$work/pa.out" 2>&1 ||
       { cat "$work/pa.out" >&2; exit 1; }
     python3 - "$work/pa.csv" "$c" "$r" <<'PY'
 import csv, sys

@@ -328,10 +328,6 @@ impl Registry {
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<ModelState> {
-        self.read().get(name).cloned()
-    }
-
     /// Looks a model up without cloning its state.
     pub fn with<R>(&self, name: &str, f: impl FnOnce(Option<&ModelState>) -> R) -> R {
         f(self.read().get(name))

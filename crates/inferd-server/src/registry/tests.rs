@@ -131,7 +131,8 @@ fn registry_states_and_versions() {
     )
     .expect("plans");
     let registry = Registry::with_planned(&planned);
-    assert!(matches!(registry.get("iris"), Some(ModelState::Loading)));
+    assert!(registry.with("iris", |s| matches!(s, Some(ModelState::Loading))));
+    assert!(registry.with("other", |s| s.is_none()));
     assert!(!registry.all_ready());
     let ready = load_model(&planned[0], &metrics).expect("loads");
     assert_eq!(ready.latest().map(|s| s.version.as_str()), Some("1"));

@@ -25,6 +25,13 @@ pub enum ApiError {
     ModelFailed(String, String),
     #[error("the server is shutting down")]
     Unavailable,
+    #[error("model '{model}' is overloaded: its queue is full; retry after {retry_after_secs} s")]
+    Overloaded {
+        model: String,
+        retry_after_secs: u64,
+    },
+    #[error("the request's deadline passed before it could run")]
+    DeadlineExceeded,
     #[error("{0}")]
     Internal(String),
 }
@@ -41,6 +48,8 @@ impl ApiError {
             ApiError::ModelLoading(_) | ApiError::ModelFailed(..) | ApiError::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,7 +79,16 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
-        json_response(status, inferd_protocol::error_body(&self.to_string()))
+        let mut response = json_response(status, inferd_protocol::error_body(&self.to_string()));
+        if let ApiError::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod auth;
 mod error;
+mod inference;
 pub mod metrics;
 pub mod registry;
 mod routes;

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 pub enum Protocol {
     V1,
     V2,
+    Grpc,
 }
 
 impl Protocol {
@@ -26,6 +27,7 @@ impl Protocol {
         match self {
             Protocol::V1 => "v1",
             Protocol::V2 => "v2",
+            Protocol::Grpc => "grpc",
         }
     }
 }
@@ -153,6 +155,7 @@ impl Metrics {
         ModelMetrics {
             v1: per_protocol(Protocol::V1),
             v2: per_protocol(Protocol::V2),
+            grpc: per_protocol(Protocol::Grpc),
             inference: self.inference_duration.get_or_create_owned(&labels),
         }
     }
@@ -217,6 +220,7 @@ impl Drop for InFlight {
 pub struct ModelMetrics {
     v1: ProtocolMetrics,
     v2: ProtocolMetrics,
+    grpc: ProtocolMetrics,
     pub inference: Histogram,
 }
 
@@ -231,6 +235,7 @@ impl ModelMetrics {
         let m = match protocol {
             Protocol::V1 => &self.v1,
             Protocol::V2 => &self.v2,
+            Protocol::Grpc => &self.grpc,
         };
         m.ok.inc();
         m.duration.observe(seconds);

@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use inferd_tensor::Tensor;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::error::ApiError;
+pub(crate) use crate::inference::{resolve, run_model};
 use crate::metrics::Protocol;
-use crate::registry::{ModelState, ServedModel};
+use crate::registry::ServedModel;
 use crate::stats::RequestTimes;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -104,58 +104,6 @@ pub(crate) async fn read_body(request: Request, limit: usize) -> Result<Bytes, A
             "could not read the request body: {e}"
         ))),
     }
-}
-
-/// Finds the model version a request names (the newest when it names none).
-pub(crate) fn resolve(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<Arc<ServedModel>, ApiError> {
-    state.registry.with(model, |found| match found {
-        None => Err(ApiError::UnknownModel(model.to_owned())),
-        Some(ModelState::Loading) => Err(ApiError::ModelLoading(model.to_owned())),
-        Some(ModelState::Failed(why)) => Err(ApiError::ModelFailed(model.to_owned(), why.clone())),
-        Some(ModelState::Ready(ready)) => {
-            let served = match version {
-                None => ready.latest(),
-                Some(v) => ready.version(v),
-            };
-            served.cloned().ok_or_else(|| ApiError::UnknownVersion {
-                model: model.to_owned(),
-                version: version.unwrap_or_default().to_owned(),
-            })
-        }
-    })
-}
-
-/// Runs checked inputs on the pool and times the model into `times`.
-pub(crate) async fn run_model(
-    state: &AppState,
-    served: &Arc<ServedModel>,
-    inputs: Vec<Tensor>,
-    times: &mut RequestTimes,
-) -> Result<Vec<Tensor>, ApiError> {
-    let inputs = served
-        .model
-        .metadata()
-        .arrange_inputs(inputs)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let rows = inputs
-        .first()
-        .and_then(|t| t.shape().first().copied())
-        .unwrap_or(1);
-    let started = Instant::now();
-    let (outputs, timing) = state.pool.infer_timed(served.model.clone(), inputs).await;
-    let outputs = outputs?;
-    served
-        .metrics
-        .inference
-        .observe(started.elapsed().as_secs_f64());
-    times.queue = timing.queue;
-    times.infer = timing.compute;
-    times.rows = rows as u64;
-    Ok(outputs)
 }
 
 /// Wraps an inference handler: resolves the model, counts the request by

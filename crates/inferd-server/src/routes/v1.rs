@@ -75,7 +75,7 @@ async fn predict_on(
     let decoding = Instant::now();
     let inputs = v1::decode_predict_request(&bytes, &served.model.metadata().inputs)?;
     times.input = decoding.elapsed();
-    let outputs = run_model(state, &served, inputs, &mut times).await?;
+    let outputs = run_model(state, &served, inputs, None, &mut times).await?;
     let encoding = Instant::now();
     let body = v1::encode_predict_response(&outputs)
         .map_err(|e| ApiError::Internal(format!("cannot encode the predictions: {e}")))?;

@@ -168,7 +168,7 @@ async fn infer_on(
             .map(|i| (i, all_binary.unwrap_or(false)))
             .unzip(),
     };
-    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs, &mut times)
+    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs, None, &mut times)
         .await?
         .into_iter()
         .map(Some)

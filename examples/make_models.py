@@ -11,6 +11,7 @@ It writes:
     examples/models/iris/        LogisticRegression on iris (model, expected, input)
     examples/models/mlp/         MLPClassifier (1024x1024) on digits (model, expected, input)
     tests/fixtures/models/iris_zipmap/  iris with a ZipMap node (op tract cannot run)
+    tests/fixtures/models/forest_regressor/  RandomForestRegressor (TreeEnsembleRegressor)
     tests/fixtures/models/identity/     one Identity per datatype, all dims symbolic
     tests/fixtures/models/fixed/        y = 2 * x with a fixed [2, 3] input
     tests/fixtures/models/multi/        two inputs, two outputs
@@ -31,7 +32,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.datasets import load_digits, load_iris
+from sklearn.datasets import load_diabetes, load_digits, load_iris
+from sklearn.ensemble import RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
@@ -249,6 +251,28 @@ def make_mlp():
     write_request(directory, "input", rows[:1])
 
 
+def make_forest_regressor():
+    """A small random forest regressor: ai.onnx.ml TreeEnsembleRegressor."""
+    directory = FIXTURES / "forest_regressor"
+    features, target = load_diabetes(return_X_y=True)
+    features = features.astype(np.float32)
+    reg = RandomForestRegressor(n_estimators=4, max_depth=3, random_state=0)
+    reg.fit(features, target)
+    model = to_onnx(
+        reg,
+        initial_types=[("input", FloatTensorType([None, features.shape[1]]))],
+        target_opset=SKL2ONNX_OPSET,
+    )
+    dedupe_opsets(model)
+    assert any(node.op_type == "TreeEnsembleRegressor" for node in model.graph.node)
+    save_model(directory / "model.onnx", model)
+    rows = features[:5]
+    outputs = write_expected(directory, {"input": rows})
+    np.testing.assert_allclose(
+        outputs["variable"].reshape(-1), reg.predict(rows), rtol=1e-5, atol=1e-3
+    )
+
+
 IDENTITY_TYPES = {
     "bool": (TensorProto.BOOL, np.array([[True, False]])),
     "uint8": (TensorProto.UINT8, np.array([[0, 255]], dtype=np.uint8)),
@@ -353,6 +377,7 @@ def main():
     make_iris(iris)
     make_iris_zipmap(iris)
     make_mlp()
+    make_forest_regressor()
     make_identity()
     make_fixed()
     make_multi()

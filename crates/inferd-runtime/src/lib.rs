@@ -7,15 +7,21 @@
 //! connections never blocks on a model.
 
 mod onnx;
-mod pool;
+#[cfg(feature = "ort")]
+mod ort;
+mod scheduler;
+mod trees;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use inferd_tensor::{SpecMismatch, Tensor, TensorSpec};
 
+#[cfg(feature = "ort")]
+pub use self::ort::{OrtModel, OrtOptions};
 pub use onnx::OnnxModel;
-pub use pool::{InferencePool, Timing};
+pub use scheduler::{NoObserver, Observer, Scheduler, SchedulerConfig, Timing, batchable};
+pub use trees::TreeModel;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -28,18 +34,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("unknown model format '{0}' (known: onnx)")]
+    #[error("unknown model format '{0}' (known: onnx, xgboost, lightgbm)")]
     UnknownFormat(String),
     #[error("model uses operators the ONNX runtime cannot run: {0}")]
     UnsupportedOperators(String),
     #[error("cannot load model: {0}")]
     Load(String),
+    /// The chosen runtime is not built in or its library cannot be loaded.
+    #[error("{0}")]
+    Backend(String),
     #[error(transparent)]
     Input(#[from] InputError),
     #[error("inference failed: {0}")]
     Inference(String),
     #[error("the inference pool has shut down")]
     PoolClosed,
+    #[error("the queue is full ({0} requests waiting)")]
+    QueueFull(usize),
+    #[error("the request's deadline passed before it could run")]
+    DeadlineExceeded,
 }
 
 impl Error {
@@ -50,9 +63,12 @@ impl Error {
             Error::UnknownFormat(_) => "unknown_format",
             Error::UnsupportedOperators(_) => "unsupported_operators",
             Error::Load(_) => "load",
+            Error::Backend(_) => "backend",
             Error::Input(_) => "invalid_input",
             Error::Inference(_) => "inference",
             Error::PoolClosed => "pool_closed",
+            Error::QueueFull(_) => "queue_full",
+            Error::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }
@@ -72,38 +88,57 @@ pub enum InputError {
     },
     #[error("input '{name}': {message}")]
     Value { name: String, message: String },
+    #[error(
+        "the request has {rows} rows but the model takes at most {max} per request (max_batch_size)"
+    )]
+    TooManyRows { rows: usize, max: usize },
 }
 
 /// Model file formats inferd can load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelFormat {
     Onnx,
+    /// XGBoost's JSON model (`Booster.save_model("model.json")`).
+    Xgboost,
+    /// LightGBM's text model (`Booster.save_model("model.txt")`).
+    Lightgbm,
 }
 
 impl ModelFormat {
     pub fn parse(name: &str) -> Result<ModelFormat> {
         match name.to_ascii_lowercase().as_str() {
             "onnx" => Ok(ModelFormat::Onnx),
+            "xgboost" => Ok(ModelFormat::Xgboost),
+            "lightgbm" => Ok(ModelFormat::Lightgbm),
             _ => Err(Error::UnknownFormat(name.to_owned())),
         }
     }
 
     /// The format a file's extension names, if any.
     pub fn from_path(path: &Path) -> Option<ModelFormat> {
-        let ext = path.extension()?.to_str()?;
-        ModelFormat::parse(ext).ok()
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "json" => Some(ModelFormat::Xgboost),
+            "txt" => Some(ModelFormat::Lightgbm),
+            "onnx" => Some(ModelFormat::Onnx),
+            _ => None,
+        }
     }
 
     /// File names a model of this format is looked up by inside a folder.
     pub fn default_file_name(self) -> &'static str {
         match self {
             ModelFormat::Onnx => "model.onnx",
+            ModelFormat::Xgboost => "model.json",
+            ModelFormat::Lightgbm => "model.txt",
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             ModelFormat::Onnx => "onnx",
+            ModelFormat::Xgboost => "xgboost",
+            ModelFormat::Lightgbm => "lightgbm",
         }
     }
 }
@@ -161,7 +196,87 @@ pub trait Model: Send + Sync + 'static {
 /// Loads a model file of the given format.
 pub fn load(path: &Path, format: ModelFormat) -> Result<Arc<dyn Model>> {
     match format {
-        ModelFormat::Onnx => Ok(Arc::new(OnnxModel::load(path)?)),
+        ModelFormat::Onnx => onnx::load_model(path),
+        ModelFormat::Xgboost => Ok(Arc::new(TreeModel::load_xgboost(path)?)),
+        ModelFormat::Lightgbm => Ok(Arc::new(TreeModel::load_lightgbm(path)?)),
+    }
+}
+
+/// Which runtime runs ONNX models.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OnnxBackend {
+    /// tract, built in.
+    #[default]
+    Tract,
+    /// onnxruntime, opened at run time from `library` (else `ORT_DYLIB_PATH`);
+    /// only in builds with the `ort` feature.
+    Ort {
+        library: Option<PathBuf>,
+        /// Threads one inference may use inside an operator (at least 1).
+        intra_threads: usize,
+    },
+}
+
+impl OnnxBackend {
+    /// onnxruntime with its defaults: the library from `ORT_DYLIB_PATH`, one thread.
+    pub fn ort(library: Option<PathBuf>) -> OnnxBackend {
+        OnnxBackend::Ort {
+            library,
+            intra_threads: 1,
+        }
+    }
+
+    /// Opens what the backend needs before any model loads (onnxruntime's
+    /// library), so a missing library fails a start at once.
+    pub fn prepare(&self) -> Result<()> {
+        match self {
+            OnnxBackend::Tract => Ok(()),
+            #[cfg(feature = "ort")]
+            OnnxBackend::Ort { library, .. } => ort::init_library(library.as_deref()).map(drop),
+            #[cfg(not(feature = "ort"))]
+            OnnxBackend::Ort { .. } => Err(ort_not_built()),
+        }
+    }
+}
+
+#[cfg(not(feature = "ort"))]
+fn ort_not_built() -> Error {
+    Error::Backend(
+        "the onnxruntime backend is not part of this build of inferd (build it with the `ort` feature)"
+            .to_owned(),
+    )
+}
+
+/// How models are loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub onnx_backend: OnnxBackend,
+}
+
+/// Loads a model file of the given format with the runtimes `options` choose.
+pub fn load_with(
+    path: &Path,
+    format: ModelFormat,
+    options: &LoadOptions,
+) -> Result<Arc<dyn Model>> {
+    match (format, &options.onnx_backend) {
+        #[cfg(feature = "ort")]
+        (
+            ModelFormat::Onnx,
+            OnnxBackend::Ort {
+                library,
+                intra_threads,
+            },
+        ) => {
+            let options = OrtOptions {
+                library: library.clone(),
+                intra_threads: *intra_threads,
+            };
+            Ok(Arc::new(OrtModel::load_with(path, &options)?))
+        }
+        #[cfg(not(feature = "ort"))]
+        (ModelFormat::Onnx, OnnxBackend::Ort { .. }) => Err(ort_not_built()),
+        _ => load(path, format),
     }
 }
 

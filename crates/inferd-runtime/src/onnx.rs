@@ -42,14 +42,36 @@ fn load_error(e: impl std::fmt::Display) -> Error {
     Error::Load(e.to_string())
 }
 
+pub(crate) fn read_proto(path: &Path) -> Result<tract_onnx::pb::ModelProto> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut bytes.as_slice())
+        .map_err(|e| Error::Load(format!("not a readable ONNX model: {e:#}")))
+}
+
+/// Loads an ONNX model for serving: a graph that is a tree ensemble with
+/// its usual ONNX-ML glue runs on the native tree engine
+/// ([`crate::TreeModel`]), anything else on tract. The file is decoded once.
+pub(crate) fn load_model(path: &Path) -> Result<Arc<dyn Model>> {
+    let proto = read_proto(path)?;
+    if let Some(trees) = crate::TreeModel::from_onnx(&proto)? {
+        return Ok(Arc::new(trees));
+    }
+    Ok(Arc::new(OnnxModel::from_proto(&proto)?))
+}
+
 impl OnnxModel {
+    /// Loads an ONNX model with tract, whatever its operators.
     pub fn load(path: &Path) -> Result<OnnxModel> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        OnnxModel::from_proto(&read_proto(path)?)
+    }
+
+    fn from_proto(proto: &tract_onnx::pb::ModelProto) -> Result<OnnxModel> {
         let mut model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
+            .model_for_proto_model(proto)
             .map_err(|e| Error::Load(format!("not a readable ONNX model: {e:#}")))?;
 
         let unsupported: BTreeSet<String> = model

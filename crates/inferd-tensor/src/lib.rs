@@ -244,6 +244,145 @@ impl Tensor {
     }
 }
 
+/// Why tensors cannot be joined or split along their first dimension.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("nothing to join")]
+    Empty,
+    #[error("tensor '{0}' has no batch dimension (it is a scalar)")]
+    Scalar(String),
+    #[error("tensors '{0}' do not agree in datatype or in the shape after the batch dimension")]
+    Incompatible(String),
+    #[error("tensor '{name}' has {actual} rows but {expected} were expected")]
+    Rows {
+        name: String,
+        expected: usize,
+        actual: usize,
+    },
+}
+
+impl Tensor {
+    /// Rows along the first (batch) dimension; `None` for a scalar.
+    pub fn rows(&self) -> Option<usize> {
+        self.shape.first().copied()
+    }
+
+    /// True when `other` could be stacked under `self`: same name, datatype
+    /// and shape after the first dimension.
+    pub fn stacks_with(&self, other: &Tensor) -> bool {
+        self.name == other.name
+            && self.datatype() == other.datatype()
+            && !self.shape.is_empty()
+            && self.shape.get(1..) == other.shape.get(1..)
+    }
+
+    /// Joins tensors along their first dimension, in order.
+    pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor, BatchError> {
+        let mut parts = parts.into_iter();
+        let Some(first) = parts.next() else {
+            return Err(BatchError::Empty);
+        };
+        let rest: Vec<Tensor> = parts.collect();
+        if first.shape.is_empty() {
+            return Err(BatchError::Scalar(first.name));
+        }
+        if let Some(bad) = rest.iter().find(|t| !first.stacks_with(t)) {
+            return Err(BatchError::Incompatible(bad.name.clone()));
+        }
+        if rest.is_empty() {
+            return Ok(first);
+        }
+        let rows: usize = rest.iter().map(|t| t.shape[0]).sum::<usize>() + first.shape[0];
+        let total = first.data.len() + rest.iter().map(|t| t.data.len()).sum::<usize>();
+        let Tensor {
+            name,
+            mut shape,
+            data,
+        } = first;
+        let mut joined = TensorData::with_capacity(data.datatype(), total);
+        append(&mut joined, data);
+        for t in rest {
+            append(&mut joined, t.data);
+        }
+        shape[0] = rows;
+        Ok(Tensor {
+            name,
+            shape,
+            data: joined,
+        })
+    }
+
+    /// Splits a tensor along its first dimension into pieces of the given
+    /// row counts, which must add up to its rows.
+    pub fn split_rows(self, rows: &[usize]) -> Result<Vec<Tensor>, BatchError> {
+        let Some(&have) = self.shape.first() else {
+            return Err(BatchError::Scalar(self.name));
+        };
+        let want: usize = rows.iter().sum();
+        if want != have {
+            return Err(BatchError::Rows {
+                name: self.name,
+                expected: want,
+                actual: have,
+            });
+        }
+        if rows.len() == 1 {
+            return Ok(vec![self]);
+        }
+        let row_len = element_count(&self.shape[1..]).unwrap_or(0);
+        let Tensor { name, shape, data } = self;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut rest = data;
+        for (i, &r) in rows.iter().enumerate() {
+            let piece = if i + 1 == rows.len() {
+                std::mem::replace(&mut rest, TensorData::with_capacity(DataType::Bool, 0))
+            } else {
+                split_front(&mut rest, r * row_len)
+            };
+            let mut piece_shape = shape.clone();
+            piece_shape[0] = r;
+            out.push(Tensor {
+                name: name.clone(),
+                shape: piece_shape,
+                data: piece,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Moves `from`'s elements to the end of `to` (same datatype, checked by the caller).
+fn append(to: &mut TensorData, from: TensorData) {
+    macro_rules! arms {
+        ($($variant:ident),*) => {
+            match (to, from) {
+                $((TensorData::$variant(a), TensorData::$variant(b)) => a.extend(b),)*
+                _ => {}
+            }
+        };
+    }
+    arms!(
+        Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64, Bytes
+    );
+}
+
+/// Takes the first `n` elements off `data`.
+fn split_front(data: &mut TensorData, n: usize) -> TensorData {
+    macro_rules! arms {
+        ($($variant:ident),*) => {
+            match data {
+                $(TensorData::$variant(v) => {
+                    let tail = v.split_off(n.min(v.len()));
+                    TensorData::$variant(std::mem::replace(v, tail))
+                })*
+            }
+        };
+    }
+    arms!(
+        Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64, Bytes
+    )
+}
+
 /// One dimension of a declared tensor shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dim {
@@ -341,6 +480,64 @@ impl TensorSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_join_and_split_back() {
+        let a = Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![1.0, 2.0])).expect("a");
+        let b =
+            Tensor::new("x", vec![2, 2], TensorData::Fp32(vec![3.0, 4.0, 5.0, 6.0])).expect("b");
+        let joined = Tensor::concat_rows(vec![a.clone(), b.clone()]).expect("joins");
+        assert_eq!(joined.shape(), &[3, 2]);
+        assert_eq!(
+            joined.data(),
+            &TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        );
+        let parts = joined.split_rows(&[1, 2]).expect("splits");
+        assert_eq!(parts, vec![a.clone(), b]);
+
+        let words = Tensor::new(
+            "w",
+            vec![3],
+            TensorData::Bytes(vec![b"a".to_vec(), b"bc".to_vec(), vec![]]),
+        )
+        .expect("w");
+        let parts = words.clone().split_rows(&[2, 0, 1]).expect("splits");
+        assert_eq!(parts[1].shape(), &[0]);
+        assert_eq!(Tensor::concat_rows(parts).expect("joins"), words);
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_refused() {
+        let a = Tensor::new("x", vec![1, 2], TensorData::Fp32(vec![1.0, 2.0])).expect("a");
+        let wide = Tensor::new("x", vec![1, 3], TensorData::Fp32(vec![0.0; 3])).expect("w");
+        let ints = Tensor::new("x", vec![1, 2], TensorData::Int32(vec![0; 2])).expect("i");
+        let scalar = Tensor::new("s", vec![], TensorData::Fp32(vec![0.0])).expect("s");
+        assert!(matches!(
+            Tensor::concat_rows(vec![a.clone(), wide]),
+            Err(BatchError::Incompatible(_))
+        ));
+        assert!(matches!(
+            Tensor::concat_rows(vec![a.clone(), ints]),
+            Err(BatchError::Incompatible(_))
+        ));
+        assert_eq!(Tensor::concat_rows(vec![]), Err(BatchError::Empty));
+        assert!(matches!(
+            Tensor::concat_rows(vec![scalar.clone(), scalar.clone()]),
+            Err(BatchError::Scalar(_))
+        ));
+        assert!(matches!(
+            scalar.split_rows(&[1]),
+            Err(BatchError::Scalar(_))
+        ));
+        assert_eq!(
+            a.split_rows(&[1, 1]),
+            Err(BatchError::Rows {
+                name: "x".into(),
+                expected: 2,
+                actual: 1
+            })
+        );
+    }
 
     #[test]
     fn datatype_names_round_trip() {

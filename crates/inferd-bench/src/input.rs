@@ -90,7 +90,7 @@ fn nest(flat: &[Value], dims: &[usize]) -> Value {
     }
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1.5` (seconds).
+/// Parses `10s`, `500ms`, `250us`, `2m`, `1.5` (seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
@@ -101,10 +101,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("'{text}' is not a duration (e.g. 10s, 500ms)"))?;
     let seconds = match unit {
+        "us" => value / 1_000_000.0,
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("'{text}': unit must be ms, s or m")),
+        _ => return Err(format!("'{text}': unit must be us, ms, s or m")),
     };
     if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
         return Err(format!("'{text}' is out of range"));

@@ -1,11 +1,12 @@
 //! Raw tensor bytes, as Triton's binary tensor data extension carries them:
 //! little-endian, row-major, no padding; BOOL one byte (0 or 1); each BYTES
-//! element a 4-byte little-endian length followed by its bytes.
+//! element a 4-byte little-endian length followed by its bytes. gRPC's
+//! `raw_input_contents` and `raw_output_contents` use the same layout.
 
 use inferd_tensor::{DataType, TensorData, f16};
 
 /// Decodes `count` elements of `datatype` that must fill `bytes` exactly.
-pub(crate) fn decode(bytes: &[u8], datatype: DataType, count: usize) -> Result<TensorData, String> {
+pub fn decode(bytes: &[u8], datatype: DataType, count: usize) -> Result<TensorData, String> {
     if let Some(size) = datatype.element_size() {
         let want = count.checked_mul(size).ok_or("element count overflows")?;
         if bytes.len() != want {
@@ -86,7 +87,7 @@ pub(crate) fn decode(bytes: &[u8], datatype: DataType, count: usize) -> Result<T
 }
 
 /// Appends a buffer's raw bytes to `out`; returns how many were written.
-pub(crate) fn encode(data: &TensorData, out: &mut Vec<u8>) -> usize {
+pub fn encode(data: &TensorData, out: &mut Vec<u8>) -> usize {
     let start = out.len();
     macro_rules! fixed {
         ($v:expr) => {

@@ -7,7 +7,7 @@
 //! offending field. Encoders write responses straight from tensors. This
 //! crate knows no model and no runtime.
 
-mod binary;
+pub mod binary;
 mod data;
 pub mod v1;
 pub mod v2;

@@ -66,6 +66,7 @@ impl From<inferd_runtime::Error> for ApiError {
         match e {
             inferd_runtime::Error::Input(input) => ApiError::BadRequest(input.to_string()),
             inferd_runtime::Error::PoolClosed => ApiError::Unavailable,
+            inferd_runtime::Error::DeadlineExceeded => ApiError::DeadlineExceeded,
             other => ApiError::Internal(other.to_string()),
         }
     }

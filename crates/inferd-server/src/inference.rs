@@ -9,8 +9,10 @@ use inferd_tensor::Tensor;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::metrics::Rejection;
 use crate::registry::{ModelState, ServedModel};
 use crate::stats::RequestTimes;
+use inferd_runtime::InputError;
 
 /// Finds the model version a request names (the newest when it names none).
 pub(crate) fn resolve(
@@ -35,9 +37,11 @@ pub(crate) fn resolve(
     })
 }
 
-/// Checks inputs against the model, runs them, and times the model into
-/// `times`. A request whose `deadline` passes before it runs is refused
-/// with [`ApiError::DeadlineExceeded`] and never run.
+/// Checks inputs against the model, queues them on its scheduler and times
+/// the run into `times`. Without a `deadline` of its own, a request gets
+/// the model's default timeout, if any. A request whose deadline passes
+/// while it waits is answered [`ApiError::DeadlineExceeded`] and never run;
+/// a full queue is [`ApiError::Overloaded`] at once.
 pub(crate) async fn run_model(
     state: &AppState,
     served: &Arc<ServedModel>,
@@ -45,25 +49,62 @@ pub(crate) async fn run_model(
     deadline: Option<Instant>,
     times: &mut RequestTimes,
 ) -> Result<Vec<Tensor>, ApiError> {
+    if let Some(big) = inputs
+        .iter()
+        .find(|t| t.data().len() > state.max_tensor_elements)
+    {
+        state
+            .metrics
+            .record_rejection(&served.name, Rejection::TooManyElements);
+        return Err(ApiError::BadRequest(format!(
+            "input '{}' has {} elements, more than the limit of {} (--max-tensor-elements)",
+            big.name(),
+            big.data().len(),
+            state.max_tensor_elements
+        )));
+    }
     let inputs = served
         .model
         .metadata()
         .arrange_inputs(inputs)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(ApiError::DeadlineExceeded);
-    }
-    let rows = inputs
-        .first()
-        .and_then(|t| t.shape().first().copied())
-        .unwrap_or(1);
+    let deadline = deadline.or_else(|| {
+        served
+            .config
+            .default_timeout
+            .map(|timeout| Instant::now() + timeout)
+    });
+    let rows = inputs.first().and_then(Tensor::rows).unwrap_or(1);
     let started = Instant::now();
-    let (outputs, timing) = state.pool.infer_timed(served.model.clone(), inputs).await;
-    let outputs = outputs?;
+    let (outputs, timing) = served.scheduler.infer(inputs, deadline).await;
+    let outputs = match outputs {
+        Ok(outputs) => outputs,
+        Err(e) => {
+            let rejection = match &e {
+                inferd_runtime::Error::QueueFull(_) => Some(Rejection::QueueFull),
+                inferd_runtime::Error::DeadlineExceeded => Some(Rejection::Deadline),
+                inferd_runtime::Error::Input(InputError::TooManyRows { .. }) => {
+                    Some(Rejection::TooManyRows)
+                }
+                _ => None,
+            };
+            if let Some(why) = rejection {
+                state.metrics.record_rejection(&served.name, why);
+            }
+            return Err(match e {
+                inferd_runtime::Error::QueueFull(_) => ApiError::Overloaded {
+                    model: served.name.clone(),
+                    retry_after_secs: 1,
+                },
+                other => other.into(),
+            });
+        }
+    };
     served
         .metrics
         .inference
         .observe(started.elapsed().as_secs_f64());
+    served.metrics.queue.observe(timing.queue.as_secs_f64());
     times.queue = timing.queue;
     times.infer = timing.compute;
     times.rows = rows as u64;

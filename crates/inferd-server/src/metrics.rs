@@ -65,6 +65,51 @@ pub struct Metrics {
     model_load_duration: Family<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     in_flight: Gauge,
     auth_failures: Counter,
+    queue_duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    batch_size: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    queue_depth: Family<ModelLabels, Gauge>,
+    rejected: Family<RejectLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    model: String,
+    reason: &'static str,
+}
+
+/// Why a request was refused before (or instead of) running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The model's queue was full (429).
+    QueueFull,
+    /// Its deadline passed before it ran (504).
+    Deadline,
+    /// More rows than the model's max_batch_size (400).
+    TooManyRows,
+    /// A body over the size limit (413).
+    BodyTooLarge,
+    /// A tensor with more elements than the limit (400).
+    TooManyElements,
+    /// An HTTP request head over the limit (431).
+    HeaderTooLarge,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::QueueFull => "queue_full",
+            Rejection::Deadline => "deadline_exceeded",
+            Rejection::TooManyRows => "too_many_rows",
+            Rejection::BodyTooLarge => "body_too_large",
+            Rejection::TooManyElements => "too_many_elements",
+            Rejection::HeaderTooLarge => "header_too_large",
+        }
+    }
+}
+
+fn batch_histogram() -> Histogram {
+    // 1 .. 4096 rows, doubling.
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
 }
 
 impl std::fmt::Debug for Metrics {
@@ -124,8 +169,41 @@ impl Metrics {
             "Requests refused for a missing or invalid bearer token",
             auth_failures.clone(),
         );
+        let queue_duration =
+            Family::<ModelLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "queue_duration_seconds",
+            "Time requests waited in a model's queue before their execution started",
+            queue_duration.clone(),
+        );
+        let batch_size = Family::<ModelLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            batch_histogram,
+        );
+        registry.register(
+            "batch_size",
+            "Rows per model execution (requests batched together add up)",
+            batch_size.clone(),
+        );
+        let queue_depth = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Requests waiting in a model's queue",
+            queue_depth.clone(),
+        );
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "rejected_requests",
+            "Requests refused by a limit, by model and reason",
+            rejected.clone(),
+        );
         Metrics {
             registry,
+            queue_duration,
+            batch_size,
+            queue_depth,
+            rejected,
             auth_failures,
             requests,
             request_duration,
@@ -153,6 +231,9 @@ impl Metrics {
             }),
         };
         ModelMetrics {
+            queue: self.queue_duration.get_or_create_owned(&labels),
+            batch_size: self.batch_size.get_or_create_owned(&labels),
+            queue_depth: self.queue_depth.get_or_create_owned(&labels),
             v1: per_protocol(Protocol::V1),
             v2: per_protocol(Protocol::V2),
             grpc: per_protocol(Protocol::Grpc),
@@ -184,6 +265,16 @@ impl Metrics {
                 protocol: protocol.as_str(),
             })
             .observe(seconds);
+    }
+
+    /// Counts a refusal (`model` "" when the model is unknown or not known yet).
+    pub fn record_rejection(&self, model: &str, why: Rejection) {
+        self.rejected
+            .get_or_create(&RejectLabels {
+                model: model.to_owned(),
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     pub fn record_auth_failure(&self) {
@@ -222,6 +313,11 @@ pub struct ModelMetrics {
     v2: ProtocolMetrics,
     grpc: ProtocolMetrics,
     pub inference: Histogram,
+    /// Per request: time in the queue.
+    pub queue: Histogram,
+    /// Per execution: rows.
+    pub batch_size: Histogram,
+    pub queue_depth: Gauge,
 }
 
 #[derive(Clone, Debug)]

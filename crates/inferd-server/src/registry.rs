@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use inferd_runtime::{Model, ModelFormat};
+use inferd_runtime::{LoadOptions, Model, ModelFormat, Scheduler};
 
 use crate::metrics::{Metrics, ModelMetrics};
+use crate::model_config;
 
 /// Where to find models, as the command line says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +64,12 @@ pub enum RegistryError {
     },
     #[error("{0}")]
     NoModelFile(String),
+    #[error("model '{name}': {source}")]
+    Config {
+        name: String,
+        #[source]
+        source: Box<model_config::ConfigError>,
+    },
     #[error("model '{name}' version {version} ({path}): {source}")]
     Load {
         name: String,
@@ -101,6 +108,8 @@ pub struct PlannedVersion {
 pub struct PlannedModel {
     pub name: String,
     pub versions: Vec<PlannedVersion>,
+    /// Its `config.json`, where it would be (it may not exist).
+    pub config: Option<PathBuf>,
 }
 
 /// Finds every model file the sources name, without loading any.
@@ -215,9 +224,15 @@ fn plan_model(
             versions
         }
     };
+    let folder = if meta.is_file() {
+        path.parent()
+    } else {
+        Some(path)
+    };
     Ok(PlannedModel {
         name: name.to_owned(),
         versions,
+        config: folder.map(|f| f.join(model_config::FILE_NAME)),
     })
 }
 
@@ -231,9 +246,14 @@ fn find_model_file(
     let candidates: Vec<(PathBuf, ModelFormat)> = sorted_entries(dir)?
         .into_iter()
         .filter(|p| p.is_file())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()) != Some(model_config::FILE_NAME))
         .filter_map(|p| {
             let f = ModelFormat::from_path(&p)?;
-            (format.is_none() || format == Some(f)).then_some((p, f))
+            // `.json` and `.txt` name many files besides models (notes,
+            // labels): inside a folder only `model.json` / `model.txt` count.
+            let file_name = p.file_name().and_then(|n| n.to_str());
+            let ambiguous = f != ModelFormat::Onnx && file_name != Some(f.default_file_name());
+            (!ambiguous && (format.is_none() || format == Some(f))).then_some((p, f))
         })
         .collect();
     if let Some(preferred) = candidates
@@ -261,7 +281,11 @@ pub struct ServedModel {
     pub version: String,
     pub model: Arc<dyn Model>,
     pub metrics: ModelMetrics,
-    pub stats: crate::stats::ModelStats,
+    pub stats: Arc<crate::stats::ModelStats>,
+    /// Its queue and instances; requests run only through it.
+    pub scheduler: Scheduler,
+    /// What it is served with (config.json over the defaults).
+    pub config: model_config::Resolved,
 }
 
 impl std::fmt::Debug for ServedModel {
@@ -354,6 +378,16 @@ impl Registry {
             .insert(name.to_owned(), state);
     }
 
+    /// Forgets a model; true when it was known. Requests already holding
+    /// one of its versions finish on it.
+    pub fn remove(&self, name: &str) -> bool {
+        self.models
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name)
+            .is_some()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ModelState>> {
         // A panic while holding the lock cannot leave the map half-written
         // (inserts are single calls), so a poisoned lock is still usable.
@@ -363,39 +397,134 @@ impl Registry {
     }
 }
 
+/// How models are loaded (runtimes) and served (queues, batching).
+#[derive(Clone, Debug, Default)]
+pub struct LoadSettings {
+    pub runtime: LoadOptions,
+    pub serving: model_config::Defaults,
+}
+
 /// Loads every version of a planned model (blocking: call it off the reactor).
 pub fn load_model(planned: &PlannedModel, metrics: &Metrics) -> Result<ReadyModel, RegistryError> {
+    load_model_with(planned, metrics, &LoadSettings::default())
+}
+
+/// As [`load_model`], with the runtimes and serving defaults `settings` choose.
+///
+/// Each version's `config.json` is applied, its warm-up requests run, and
+/// its instances start before it is returned, so a version is only ever
+/// published ready to serve.
+pub fn load_model_with(
+    planned: &PlannedModel,
+    metrics: &Metrics,
+    settings: &LoadSettings,
+) -> Result<ReadyModel, RegistryError> {
+    load_model_inline(planned, metrics, settings, None)
+}
+
+/// As [`load_model_with`]; a `config` given inline replaces `config.json`.
+pub fn load_model_inline(
+    planned: &PlannedModel,
+    metrics: &Metrics,
+    settings: &LoadSettings,
+    config: Option<String>,
+) -> Result<ReadyModel, RegistryError> {
     let mut versions = BTreeMap::new();
     for v in &planned.versions {
         let started = Instant::now();
+        let load_error = |source: inferd_runtime::Error| RegistryError::Load {
+            name: planned.name.clone(),
+            version: v.version.to_string(),
+            path: v.path.clone(),
+            source: Box::new(source),
+        };
         let model =
-            inferd_runtime::load(&v.path, v.format).map_err(|source| RegistryError::Load {
-                name: planned.name.clone(),
-                version: v.version.to_string(),
-                path: v.path.clone(),
-                source: Box::new(source),
-            })?;
+            inferd_runtime::load_with(&v.path, v.format, &settings.runtime).map_err(load_error)?;
+        let served_config = match &config {
+            Some(text) => {
+                model_config::resolve_text(text, &planned.name, model.as_ref(), &settings.serving)
+            }
+            None => model_config::resolve(
+                planned.config.as_deref(),
+                &planned.name,
+                model.as_ref(),
+                &settings.serving,
+            ),
+        }
+        .map_err(|e| RegistryError::Config {
+            name: planned.name.clone(),
+            source: Box::new(e),
+        })?;
+        for w in &served_config.warmup {
+            for _ in 0..w.count {
+                let warmed = model.infer(w.inputs.clone()).map_err(|e| {
+                    load_error(inferd_runtime::Error::Load(format!(
+                        "warm-up request '{}' failed: {e}",
+                        w.name
+                    )))
+                })?;
+                drop(warmed);
+            }
+        }
         let version = v.version.to_string();
+        let model_metrics = metrics.for_model(&planned.name, &version);
+        let stats = Arc::new(crate::stats::ModelStats::default());
+        let observer = Arc::new(SchedulerObserver {
+            stats: stats.clone(),
+            batch_size: model_metrics.batch_size.clone(),
+            queue_depth: model_metrics.queue_depth.clone(),
+        });
+        let scheduler = Scheduler::start(
+            &planned.name,
+            model.clone(),
+            served_config.scheduler.clone(),
+            observer,
+        )
+        .map_err(load_error)?;
         metrics.record_load(&planned.name, &version, started.elapsed().as_secs_f64());
         tracing::info!(
             model = %planned.name,
             version = %version,
             path = %v.path.display(),
+            max_batch_size = served_config.scheduler.max_batch_size,
+            instances = served_config.scheduler.instance_count,
+            warmup = served_config.warmup.len(),
             seconds = started.elapsed().as_secs_f64(),
             "model loaded"
         );
         versions.insert(
             v.version,
             Arc::new(ServedModel {
-                metrics: metrics.for_model(&planned.name, &version),
-                stats: Default::default(),
+                metrics: model_metrics,
+                stats,
                 name: planned.name.clone(),
                 version,
                 model,
+                scheduler,
+                config: served_config,
             }),
         );
     }
     Ok(ReadyModel { versions })
+}
+
+/// Feeds what a model's scheduler reports into its metrics and statistics.
+struct SchedulerObserver {
+    stats: Arc<crate::stats::ModelStats>,
+    batch_size: prometheus_client::metrics::histogram::Histogram,
+    queue_depth: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl inferd_runtime::Observer for SchedulerObserver {
+    fn queue_depth(&self, depth: usize) {
+        self.queue_depth
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    fn executed(&self, rows: usize, _requests: usize, compute: std::time::Duration) {
+        self.batch_size.observe(rows as f64);
+        self.stats.record_execution(rows, compute);
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ struct Inner {
     inference_count: u64,
     execution_count: u64,
     last_inference_ms: u64,
+    /// Executions by batch size (rows): count and compute time.
+    batches: std::collections::BTreeMap<usize, Tally>,
 }
 
 /// What one served model version has done. One lock keeps a snapshot
@@ -80,9 +82,15 @@ impl ModelStats {
         s.queue.add(times.queue);
         s.compute_infer.add(times.infer);
         s.compute_output.add(times.output);
-        s.execution_count += 1;
         s.inference_count += times.rows;
         s.last_inference_ms = now_ms();
+    }
+
+    /// Counts one model execution of `rows` rows (one or more requests).
+    pub fn record_execution(&self, rows: usize, compute: Duration) {
+        let mut s = self.lock();
+        s.execution_count += 1;
+        s.batches.entry(rows).or_default().add(compute);
     }
 
     pub fn record_failure(&self, total: Duration) {
@@ -112,7 +120,12 @@ impl ModelStats {
                 "cache_hit": zero,
                 "cache_miss": zero,
             },
-            "batch_stats": [],
+            "batch_stats": s.batches.iter().map(|(rows, t)| json!({
+                "batch_size": rows,
+                "compute_input": {"count": t.count, "ns": 0},
+                "compute_infer": t.json(),
+                "compute_output": {"count": t.count, "ns": 0},
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -135,8 +148,18 @@ mod tests {
                 rows: 2,
             },
         );
+        s.record_execution(2, us(20));
         s.record_failure(us(7));
         let j = s.json("iris", "1");
+        assert_eq!(
+            j["batch_stats"],
+            json!([{
+                "batch_size": 2,
+                "compute_input": {"count": 1, "ns": 0},
+                "compute_infer": {"count": 1, "ns": 20_000},
+                "compute_output": {"count": 1, "ns": 0},
+            }])
+        );
         assert_eq!(j["inference_count"], 2);
         assert_eq!(j["execution_count"], 1);
         assert_eq!(

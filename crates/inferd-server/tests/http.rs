@@ -2,9 +2,10 @@
 
 #[path = "../../../tests/support/http.rs"]
 mod http;
+#[path = "support/server.rs"]
+mod server;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
@@ -13,130 +14,7 @@ use std::time::{Duration, Instant};
 use http::{get, post, request, send_raw};
 use inferd_server::{AppState, ModelSource, Server, ServerConfig, Tokens};
 use serde_json::{Value, json};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-fn named(name: &str, path: &str) -> ModelSource {
-    ModelSource::Named {
-        name: name.into(),
-        path: repo(path),
-    }
-}
-
-struct TestServer {
-    addr: SocketAddr,
-    state: Arc<AppState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<Result<(), String>>>,
-}
-
-impl TestServer {
-    fn start(sources: Vec<ModelSource>) -> TestServer {
-        TestServer::start_with(sources, |_| {})
-    }
-
-    fn start_with(sources: Vec<ModelSource>, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let mut config = ServerConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            max_body_bytes: 256 * 1024,
-            drain_timeout: Duration::from_secs(10),
-            inference_threads: 2,
-            tokens: Tokens::default(),
-        };
-        tweak(&mut config);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                let server = Server::bind(&config, &sources, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let addr = server.local_addr().map_err(|e| e.to_string())?;
-                let _ = ready_tx.send((addr, server.state()));
-                server
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        });
-        let (addr, state) = ready_rx.recv().expect("server started");
-        let server = TestServer {
-            addr,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while get(self.addr, "/v2/health/ready").status != 200 {
-            assert!(Instant::now() < deadline, "server never became ready");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Signals shutdown and returns what `run` returned.
-    fn stop(mut self) -> Result<(), String> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("server thread")
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn expected(dir: &str) -> Value {
-    let text = std::fs::read_to_string(repo(&format!("{dir}/expected.json"))).expect("expected");
-    serde_json::from_str(&text).expect("json")
-}
-
-fn assert_outputs_match(got: &Value, want: &Value, tolerance: f64) {
-    let got = got.as_array().expect("outputs");
-    let want = want.as_array().expect("outputs");
-    assert_eq!(got.len(), want.len());
-    for (g, w) in got.iter().zip(want) {
-        assert_eq!(g["name"], w["name"]);
-        assert_eq!(g["datatype"], w["datatype"]);
-        assert_eq!(g["shape"], w["shape"]);
-        let (gd, wd) = (
-            g["data"].as_array().expect("d"),
-            w["data"].as_array().expect("d"),
-        );
-        assert_eq!(gd.len(), wd.len());
-        for (a, b) in gd.iter().zip(wd) {
-            let (a, b) = (a.as_f64().expect("number"), b.as_f64().expect("number"));
-            assert!((a - b).abs() <= tolerance, "{}: {a} vs {b}", w["name"]);
-        }
-    }
-}
+use server::{TestServer, assert_outputs_match, expected, named, repo};
 
 fn iris_server() -> TestServer {
     TestServer::start(vec![
@@ -776,7 +654,6 @@ fn a_loading_model_is_not_ready_and_answers_503() {
             .expect("plan");
     let state = Arc::new(AppState::new(
         inferd_server::Registry::with_planned(&planned),
-        inferd_runtime::InferencePool::new(1).expect("pool"),
         1024,
     ));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -1077,7 +954,12 @@ fn binary_tensor_data_in_and_out() {
     assert_eq!(send_raw(s.addr, raw).status, 400);
     assert_eq!(
         get(s.addr, "/v2").json()["extensions"],
-        json!(["binary_tensor_data", "model_configuration", "statistics"])
+        json!([
+            "binary_tensor_data",
+            "model_configuration",
+            "model_repository",
+            "statistics"
+        ])
     );
     assert_eq!(post(s.addr, "/v2/models/iris/infer", body).status, 200);
 }

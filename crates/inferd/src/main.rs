@@ -10,7 +10,7 @@ use anyhow::Context;
 
 mod bench;
 use clap::{Parser, Subcommand, ValueEnum};
-use inferd_server::{ModelSource, Server, ServerConfig};
+use inferd_server::{ModelSource, OnnxBackend, Server, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,7 +36,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve models over the Open Inference Protocol (V2) and KServe V1.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load-test inference endpoints and report throughput and exact latency percentiles.
     Bench(Box<bench::BenchArgs>),
 }
@@ -70,6 +70,41 @@ struct ServeArgs {
     #[arg(long, env = "INFERD_HTTP_PORT", default_value_t = 8080)]
     http_port: u16,
 
+    /// gRPC port (0 picks a free one; the log says which); `off` serves no gRPC.
+    #[arg(long, env = "INFERD_GRPC_PORT", default_value = "8081", value_parser = parse_grpc_port)]
+    grpc_port: GrpcPort,
+
+    /// Serve HTTP and gRPC over TLS with this PEM certificate chain
+    /// (needs --tls-key).
+    #[arg(
+        long,
+        env = "INFERD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key for --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "INFERD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// Largest HTTP request head (request line and headers); larger ones get 431.
+    #[arg(long, env = "INFERD_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    max_header_bytes: usize,
+
+    /// Most elements one input tensor may hold; more get 400.
+    #[arg(long, env = "INFERD_MAX_TENSOR_ELEMENTS", default_value_t = 64 * 1024 * 1024)]
+    max_tensor_elements: usize,
+
+    /// Most gRPC requests in flight on one connection (HTTP/2 streams).
+    #[arg(long, env = "INFERD_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: u32,
+
     /// Largest request body accepted; larger ones get 413.
     #[arg(long, env = "INFERD_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -78,14 +113,102 @@ struct ServeArgs {
     #[arg(long, env = "INFERD_DRAIN_TIMEOUT", default_value_t = 30.0)]
     drain_timeout: f64,
 
-    /// Inference threads (0: one per core).
-    #[arg(long, env = "INFERD_INFERENCE_THREADS", default_value_t = 0)]
-    inference_threads: usize,
+    /// Instances (inference threads) per model version, unless its
+    /// config.json says otherwise (0: one per core).
+    #[arg(
+        long,
+        alias = "inference-threads",
+        env = "INFERD_INSTANCE_COUNT",
+        default_value_t = 0
+    )]
+    instance_count: usize,
+
+    /// Dynamic batching for models with a batch dimension: the most rows one
+    /// execution takes (0: off), unless a model's config.json says otherwise.
+    #[arg(long, env = "INFERD_MAX_BATCH_SIZE", default_value_t = 0)]
+    max_batch_size: usize,
+
+    /// How long the oldest queued request may wait for a batch to fill
+    /// (e.g. 500us, 2ms; 0: run whatever is queued when an instance is free).
+    #[arg(long, env = "INFERD_MAX_QUEUE_DELAY", default_value = "0", value_parser = inferd_bench::parse_duration)]
+    max_queue_delay: Duration,
+
+    /// Requests that may wait per model version; more get 429 with Retry-After.
+    #[arg(long, env = "INFERD_MAX_QUEUE_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue_size: u32,
+
+    /// Whether the served models may change while serving, as Triton names
+    /// it: none (fixed at start), explicit (load/unload through
+    /// /v2/repository/models/NAME/load|unload) or poll (rescan the
+    /// repositories every --repository-poll-secs).
+    #[arg(long, env = "INFERD_MODEL_CONTROL", value_enum, default_value_t = ModelControlArg::None)]
+    model_control: ModelControlArg,
+
+    /// With --model-control explicit: a repository model to load at start
+    /// (`*`: all). Repeatable. --model ones always load.
+    #[arg(
+        long,
+        env = "INFERD_LOAD_MODELS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    load_model: Vec<String>,
+
+    /// With --model-control poll: seconds between repository scans.
+    #[arg(long, env = "INFERD_REPOSITORY_POLL_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    repository_poll_secs: u64,
+
+    /// Deadline for requests that set none (e.g. 2s); past it a queued
+    /// request gets 504 and never runs. Default: none.
+    #[arg(long, env = "INFERD_DEFAULT_TIMEOUT", value_parser = inferd_bench::parse_duration)]
+    default_timeout: Option<Duration>,
 
     /// Require `Authorization: Bearer <token>` on everything but health and
     /// metrics; the file holds one token per line (several allow rotation).
     #[arg(long, env = "INFERD_AUTH_TOKEN_FILE", value_name = "FILE")]
     auth_token_file: Option<PathBuf>,
+
+    /// Runtime for ONNX models: tract (built in) or ort (onnxruntime, loaded
+    /// from --ort-library at start).
+    #[arg(long, env = "INFERD_ONNX_BACKEND", value_enum, default_value_t = OnnxBackendArg::Tract)]
+    onnx_backend: OnnxBackendArg,
+
+    /// The onnxruntime shared library for --onnx-backend ort
+    /// (libonnxruntime.so; `pip install onnxruntime` ships one in
+    /// site-packages/onnxruntime/capi/).
+    #[arg(long, env = "ORT_DYLIB_PATH", value_name = "PATH")]
+    ort_library: Option<PathBuf>,
+
+    /// Threads one onnxruntime inference may use inside an operator; inferd
+    /// already runs requests in parallel, so 1 suits most models.
+    #[arg(long, env = "INFERD_ORT_INTRA_THREADS", default_value_t = 1)]
+    ort_intra_threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ModelControlArg {
+    None,
+    Explicit,
+    Poll,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OnnxBackendArg {
+    Tract,
+    Ort,
+}
+
+/// `--grpc-port`: a port, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct GrpcPort(Option<u16>);
+
+fn parse_grpc_port(s: &str) -> Result<GrpcPort, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(GrpcPort(None));
+    }
+    s.parse()
+        .map(|p| GrpcPort(Some(p)))
+        .map_err(|_| format!("'{s}' is neither a port (0-65535) nor `off`"))
 }
 
 fn main() -> ExitCode {
@@ -113,7 +236,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Bench(_) => Ok(()),
         }
     });
@@ -154,6 +277,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if sources.is_empty() {
         anyhow::bail!("nothing to serve: pass --model NAME=PATH or --model-repository DIR");
     }
+    if !args.load_model.is_empty() && args.model_control != ModelControlArg::Explicit {
+        anyhow::bail!("--load-model needs --model-control explicit");
+    }
     let format = args
         .format
         .as_deref()
@@ -172,16 +298,60 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--auth-token-file {}", path.display()))?
         }
     };
+    let onnx_backend = match args.onnx_backend {
+        OnnxBackendArg::Tract => OnnxBackend::Tract,
+        OnnxBackendArg::Ort => OnnxBackend::Ort {
+            library: args.ort_library.clone(),
+            intra_threads: args.ort_intra_threads.max(1),
+        },
+    };
+    // A missing or wrong onnxruntime library fails the start, before listening.
+    onnx_backend.prepare()?;
     let config = ServerConfig {
         tokens,
         addr: SocketAddr::new(args.host, args.http_port),
+        grpc_addr: args
+            .grpc_port
+            .0
+            .map(|port| SocketAddr::new(args.host, port)),
         max_body_bytes: args.max_body_bytes,
         drain_timeout: Duration::from_secs_f64(args.drain_timeout),
-        inference_threads: args.inference_threads,
+        serving: inferd_server::model_config::Defaults {
+            max_batch_size: args.max_batch_size,
+            max_queue_delay: args.max_queue_delay,
+            max_queue_size: args.max_queue_size as usize,
+            instance_count: args.instance_count,
+            default_timeout: args.default_timeout.filter(|t| !t.is_zero()),
+        },
+        model_control: match args.model_control {
+            ModelControlArg::None => inferd_server::ModelControl::None,
+            ModelControlArg::Explicit => inferd_server::ModelControl::Explicit,
+            ModelControlArg::Poll => inferd_server::ModelControl::Poll,
+        },
+        load_models: args.load_model.clone(),
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(inferd_server::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        max_header_bytes: args.max_header_bytes,
+        max_tensor_elements: args.max_tensor_elements,
+        max_concurrent_streams: args.max_concurrent_streams,
+        poll_interval: Duration::from_secs(args.repository_poll_secs),
+        onnx_backend,
+    };
+    let (http, grpc) = match config.tls {
+        Some(_) => ("https", "grpcs"),
+        None => ("http", "grpc"),
     };
     let server = Server::bind(&config, &sources, format).await?;
     let addr = server.local_addr()?;
-    tracing::info!(%addr, "listening on http://{addr}");
+    tracing::info!(%addr, "listening on {http}://{addr}");
+    if let Some(addr) = server.grpc_local_addr()? {
+        tracing::info!(%addr, "listening on {grpc}://{addr}");
+    }
     server.run(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

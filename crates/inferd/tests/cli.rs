@@ -22,6 +22,8 @@ fn repo(path: &str) -> PathBuf {
 fn inferd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_inferd"));
     cmd.env_remove("RUST_LOG");
+    // Tests run in parallel: no fixed gRPC port.
+    cmd.env("INFERD_GRPC_PORT", "0");
     cmd
 }
 

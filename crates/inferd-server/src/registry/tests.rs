@@ -163,6 +163,7 @@ fn a_model_that_cannot_load_names_itself() {
             .into(),
             format: ModelFormat::Onnx,
         }],
+        config: None,
     };
     let err = load_model(&planned, &Metrics::new()).expect_err("ZipMap");
     let text = err.to_string();

@@ -42,7 +42,12 @@ pub(super) async fn server_metadata() -> Response {
         &inferd_protocol::v2::ServerMetadata {
             name: "inferd",
             version: env!("CARGO_PKG_VERSION"),
-            extensions: &["binary_tensor_data", "model_configuration", "statistics"],
+            extensions: &[
+                "binary_tensor_data",
+                "model_configuration",
+                "model_repository",
+                "statistics",
+            ],
         },
     )
 }

@@ -1,6 +1,7 @@
 //! HTTP routes, one module per protocol, over shared request plumbing.
 
 mod health;
+mod repository;
 mod v1;
 mod v2;
 
@@ -58,6 +59,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v2/models/{model}/versions/{version}/infer",
             post(v2::infer_version),
         )
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(repository::unload),
+        )
         .route("/v1/models", get(health::model_list_v1))
         // `{model}:predict` is one path segment; the handler splits the verb off.
         .route("/v1/models/{model}", get(v1::status).post(v1::predict))
@@ -104,6 +111,30 @@ pub(crate) async fn read_body(request: Request, limit: usize) -> Result<Bytes, A
             "could not read the request body: {e}"
         ))),
     }
+}
+
+/// The header that sets a request's deadline, in milliseconds from arrival
+/// (V2 requests can also set Triton's `timeout` parameter, in microseconds).
+pub(crate) const TIMEOUT_HEADER: &str = "x-inferd-timeout-ms";
+
+/// The deadline a request's headers set, if any.
+pub(crate) fn header_deadline(
+    headers: &axum::http::HeaderMap,
+    received: Instant,
+) -> Result<Option<Instant>, ApiError> {
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(None);
+    };
+    let ms = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{TIMEOUT_HEADER}: must be a whole number of milliseconds"
+            ))
+        })?;
+    Ok(received.checked_add(std::time::Duration::from_millis(ms)))
 }
 
 /// Wraps an inference handler: resolves the model, counts the request by

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use inferd_protocol::v1;
 
-use super::{Params, instrumented, read_body, resolve, run_model};
+use super::{Params, header_deadline, instrumented, read_body, resolve, run_model};
 use crate::AppState;
 use crate::error::{ApiError, json_response};
 use crate::metrics::Protocol;
@@ -71,11 +71,12 @@ async fn predict_on(
     request: Request,
 ) -> Result<(Response, RequestTimes), ApiError> {
     let mut times = RequestTimes::default();
+    let deadline = header_deadline(request.headers(), Instant::now())?;
     let bytes = read_body(request, state.max_body_bytes).await?;
     let decoding = Instant::now();
     let inputs = v1::decode_predict_request(&bytes, &served.model.metadata().inputs)?;
     times.input = decoding.elapsed();
-    let outputs = run_model(state, &served, inputs, None, &mut times).await?;
+    let outputs = run_model(state, &served, inputs, deadline, &mut times).await?;
     let encoding = Instant::now();
     let body = v1::encode_predict_response(&outputs)
         .map_err(|e| ApiError::Internal(format!("cannot encode the predictions: {e}")))?;

@@ -112,6 +112,8 @@ async fn infer_on(
     request: Request,
 ) -> Result<(Response, RequestTimes), ApiError> {
     let mut times = RequestTimes::default();
+    let received = Instant::now();
+    let header_deadline = super::header_deadline(request.headers(), received)?;
     let json_len = match request.headers().get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -132,6 +134,22 @@ async fn infer_on(
         Some(len) => v2::decode_infer_request_binary(&bytes, len)?,
     };
     times.input = decoding.elapsed();
+    // Triton's `timeout` parameter (microseconds) wins over the header.
+    let deadline = match request.parameters.as_ref().and_then(|p| p.get("timeout")) {
+        None => header_deadline,
+        Some(value) => {
+            let us = value.as_u64().ok_or_else(|| {
+                ApiError::BadRequest(
+                    "parameters.timeout: must be a whole number of microseconds".into(),
+                )
+            })?;
+            // As in Triton, 0 means the request sets no timeout.
+            match us {
+                0 => header_deadline,
+                us => received.checked_add(std::time::Duration::from_micros(us)),
+            }
+        }
+    };
     let outputs_meta = &served.model.metadata().outputs;
     // Which outputs to return, in which order, and which of them as binary:
     // a per-output `binary_data` overrides the request's `binary_data_output`.
@@ -168,7 +186,7 @@ async fn infer_on(
             .map(|i| (i, all_binary.unwrap_or(false)))
             .unzip(),
     };
-    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs, None, &mut times)
+    let mut all: Vec<Option<_>> = run_model(state, &served, request.inputs, deadline, &mut times)
         .await?
         .into_iter()
         .map(Some)
@@ -276,59 +294,15 @@ pub(super) async fn config_version(
     config_of(&state, &model, Some(&version))
 }
 
-/// Triton's model configuration, in its JSON field names. There is no
-/// batcher yet, so `max_batch_size` is 0 and `dims` are the full shapes.
+/// Triton's model configuration, in its JSON field names, as the model is
+/// served (its `config.json` over the command line's defaults).
 fn config_of(state: &AppState, model: &str, version: Option<&str>) -> Response {
     let served = match resolve(state, model, version) {
         Ok(served) => served,
         Err(e) => return e.into_response(),
     };
-    let meta = served.model.metadata();
-    let tensors = |specs: &[inferd_tensor::TensorSpec]| -> Vec<serde_json::Value> {
-        specs
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "name": s.name,
-                    "data_type": triton_type(s.datatype),
-                    "dims": s.shape_i64(),
-                })
-            })
-            .collect()
-    };
-    let body = serde_json::json!({
-        "name": served.name,
-        "platform": meta.platform,
-        "backend": "tract",
-        "version_policy": {"all": {}},
-        "max_batch_size": 0,
-        "input": tensors(&meta.inputs),
-        "output": tensors(&meta.outputs),
-        "instance_group": [{
-            "name": format!("{}_0", served.name),
-            "kind": "KIND_CPU",
-            "count": state.pool.threads(),
-        }],
-    });
+    let body = served
+        .config
+        .triton_json(&served.name, served.model.as_ref());
     json_response(StatusCode::OK, body.to_string().into_bytes())
-}
-
-/// Triton's name for a datatype in model configurations.
-fn triton_type(t: inferd_tensor::DataType) -> &'static str {
-    use inferd_tensor::DataType as D;
-    match t {
-        D::Bool => "TYPE_BOOL",
-        D::Uint8 => "TYPE_UINT8",
-        D::Uint16 => "TYPE_UINT16",
-        D::Uint32 => "TYPE_UINT32",
-        D::Uint64 => "TYPE_UINT64",
-        D::Int8 => "TYPE_INT8",
-        D::Int16 => "TYPE_INT16",
-        D::Int32 => "TYPE_INT32",
-        D::Int64 => "TYPE_INT64",
-        D::Fp16 => "TYPE_FP16",
-        D::Fp32 => "TYPE_FP32",
-        D::Fp64 => "TYPE_FP64",
-        D::Bytes => "TYPE_STRING",
-    }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-checks `inferd bench` against Triton's perf_analyzer on the same
-# server and load, closed loop at 1, 8 and 64 requests in flight over HTTP:
+# server and load, closed loop at 1, 8 and 64 requests in flight by default
+# (perf_analyzer over HTTP or gRPC, `inferd bench` over HTTP):
 # `inferd` serves iris with `inferd serve`; `pytriton` serves it through
 # onnxruntime in PyTriton. perf_analyzer sends its inputs as binary tensors
 # and reads Triton's model-configuration and statistics endpoints.
@@ -10,12 +11,20 @@
 # only the binary inside the tritonclient 2.51.0 wheel runs (later wheels
 # need glibc 2.38); it needs libb64 and libcudart from nvidia-cuda-runtime-cu12.
 #
-#   benches/perf-analyzer.sh [inferd|pytriton] [seconds] [rounds]
+#   benches/perf-analyzer.sh [inferd|pytriton] [seconds] [rounds] [http|grpc] [in-flight levels]
+#   e.g. benches/perf-analyzer.sh inferd 2 1 grpc "1 2 3 4"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-inferd}
 secs=${2:-8}
 rounds=${3:-2}
+protocol=${4:-http}
+levels=${5:-1 8 64}
+case "$protocol" in
+  http) pa_port=18200 ;;
+  grpc) pa_port=18201 ;;
+  *) echo "usage: $0 [inferd|pytriton] [seconds] [rounds] [http|grpc] [in-flight levels]" >&2; exit 2 ;;
+esac
 cache=${INFERD_PEERS_CACHE:-$HOME/.cache/inferd-peers}
 bin=${CARGO_TARGET_DIR:-target}/release
 pa=$cache/perf/bin/perf_analyzer.bin
@@ -36,7 +45,10 @@ work=$(mktemp -d)
 token=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
 case "$what" in
   inferd)
-    "$bin/inferd" serve --model iris=examples/models/iris/model.onnx --http-port 18200 >"$work/log" 2>&1 &
+    grpc_port=()
+    if "$bin/inferd" serve --help | grep -q -- --grpc-port; then grpc_port=(--grpc-port 18201); fi
+    "$bin/inferd" serve --model iris=examples/models/iris/model.onnx --http-port 18200 \
+      "${grpc_port[@]}" >"$work/log" 2>&1 &
     # No batcher yet (max_batch_size 0): perf_analyzer's shapes include the batch.
     shape='[1,4]' ;;
   pytriton)
@@ -48,7 +60,7 @@ case "$what" in
       --metrics-port 18202 --workspace "$work/ws" --access-token "$token" >"$work/log" 2>&1 &
     # PyTriton batches (max_batch_size 4): shapes leave the batch out.
     shape='[4]' ;;
-  *) echo "usage: $0 [inferd|pytriton] [seconds] [rounds]" >&2; exit 2 ;;
+  *) echo "usage: $0 [inferd|pytriton] [seconds] [rounds] [http|grpc] [in-flight levels]" >&2; exit 2 ;;
 esac
 server=$!
 trap 'kill $server 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
@@ -60,30 +72,38 @@ curl -sf -o /dev/null -d @"$work/body.json" "$url" || { cat "$work/log" >&2; exi
 # perf_analyzer reads its input data from a JSON file of its own format.
 echo "{\"data\":[{\"input\":{\"content\":[5.1,3.5,1.4,0.2],\"shape\":$shape}}]}" > "$work/pa.json"
 
+# PyTriton reads its access token from this header over HTTP and from its
+# prefixed form in gRPC metadata; inferd ignores both.
+if [ "$protocol" = grpc ]; then
+  auth="triton-grpc-protocol-triton-access-token:$token"
+else
+  auth="triton-access-token:$token"
+fi
+
 echo "| in flight | round | tool | req/s | p50 µs | p99 µs |"
 echo "|---|---|---|---|---|---|"
-for c in 1 8 64; do
+for c in $levels; do
   for r in $(seq "$rounds"); do
     # This shared two-core machine rarely holds throughput within the default
     # 10% over consecutive windows, hence --stability-percentage 30.
-    LD_LIBRARY_PATH=$cudart "$pa" -m iris -u 127.0.0.1:18200 -i http --concurrency-range "$c" \
-      -H "triton-access-token:$token" \
+    LD_LIBRARY_PATH=$cudart "$pa" -m iris -u "127.0.0.1:$pa_port" -i "$protocol" --concurrency-range "$c" \
+      -H "$auth" \
       --input-data "$work/pa.json" --measurement-mode time_windows \
       --measurement-interval $((secs * 1000)) --stability-percentage 30 --percentile 99 \
       -f "$work/pa.csv" >"$work/pa.out" 2>&1 ||
       { cat "$work/pa.out" >&2; exit 1; }
-    python3 - "$work/pa.csv" "$c" "$r" <<'PY'
+    python3 - "$work/pa.csv" "$c" "$r" "$protocol" <<'PY'
 import csv, sys
 row = next(csv.DictReader(open(sys.argv[1])))
-print(f"| {sys.argv[2]} | {sys.argv[3]} | perf_analyzer | {float(row['Inferences/Second']):.0f} | "
-      f"{row['p50 latency']} | {row['p99 latency']} |")
+print(f"| {sys.argv[2]} | {sys.argv[3]} | perf_analyzer ({sys.argv[4]}) | "
+      f"{float(row['Inferences/Second']):.0f} | {row['p50 latency']} | {row['p99 latency']} |")
 PY
     "$bin/inferd" bench --target "$what=$url" --input "$work/body.json" --concurrency "$c" \
       --duration "${secs}s" --warmup 1s --json "$work/b.json" >/dev/null
     python3 - "$work/b.json" "$c" "$r" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))["steps"][0]["targets"][0]
-print(f"| {sys.argv[2]} | {sys.argv[3]} | inferd bench | {t['requests_per_second']:.0f} | "
+print(f"| {sys.argv[2]} | {sys.argv[3]} | inferd bench (http) | {t['requests_per_second']:.0f} | "
       f"{t['latency_us']['p50']} | {t['latency_us']['p99']} |")
 PY
   done

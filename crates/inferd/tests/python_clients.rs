@@ -1,0 +1,205 @@
+//! Standard Python clients against the real binary: tritonclient (HTTP in JSON
+//! and binary mode, gRPC) and the KServe SDK run `tests/python` with pytest
+//! against one `inferd serve`.
+//!
+//! The interpreter is `$INFERD_TEST_PYTHON` (`.ci/run` sets it from
+//! `tests/python/venv.sh`). Without it, CI fails, and elsewhere the test runs
+//! `tests/python/venv.sh` itself, so `cargo test --workspace` on a fresh
+//! machine runs the suite too.
+
+#[path = "../../../tests/support/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader, Read, Seek};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// A child process that is killed when this goes out of scope, panics included.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Python interpreter of the client suite's venv.
+fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("INFERD_TEST_PYTHON") {
+        return PathBuf::from(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "INFERD_TEST_PYTHON is not set: CI must run the Python client suite \
+         (export INFERD_TEST_PYTHON=$(tests/python/venv.sh))"
+    );
+    let out = Command::new("bash")
+        .arg(repo("tests/python/venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run bash tests/python/venv.sh");
+    assert!(
+        out.status.success(),
+        "tests/python/venv.sh failed ({}); its message is above. \
+         Set INFERD_TEST_PYTHON to a Python with tests/python/requirements.txt installed instead",
+        out.status
+    );
+    let path = String::from_utf8(out.stdout).expect("venv.sh prints a UTF-8 path");
+    PathBuf::from(path.trim())
+}
+
+/// A running `inferd serve` and the stderr lines it has printed.
+struct Serve {
+    _child: Killed,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Serve {
+    fn start(args: &[String]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_inferd"))
+            .env_remove("RUST_LOG")
+            .arg("serve")
+            .args(["--host", "127.0.0.1", "--http-port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn inferd");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        // Keeps draining stderr for the server's whole life, so it never blocks on a full pipe.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Serve {
+            _child: Killed(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The address of the first stderr line with `listening on {scheme}://ADDR`.
+    fn listening(&mut self, scheme: &str) -> SocketAddr {
+        let needle = format!("listening on {scheme}://");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let line = loop {
+            if let Some(line) = self.seen.iter().find(|l| l.contains(&needle)) {
+                break line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
+            }
+        };
+        let at = line.find(&needle).expect("url") + needle.len();
+        let addr: String = line[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"')
+            .collect();
+        addr.parse().unwrap_or_else(|_| panic!("address in {line}"))
+    }
+
+    fn log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+fn wait_ready(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http::get(addr, "/v2/health/ready").status != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `-rs` lists why tests were skipped; no cache is written into the tree.
+const PYTEST: [&str; 7] = [
+    "-m",
+    "pytest",
+    "tests/python",
+    "-q",
+    "-rs",
+    "-p",
+    "no:cacheprovider",
+];
+
+#[test]
+fn tritonclient_and_kserve_sdk_work_unchanged() {
+    let python = python();
+    let iris = repo("examples/models/iris/model.onnx");
+    let identity = repo("tests/fixtures/models/identity");
+    let args = [
+        "--model".to_string(),
+        format!("iris={}", iris.display()),
+        "--model".to_string(),
+        format!("identity={}", identity.display()),
+        "--grpc-port".to_string(),
+        "0".to_string(),
+    ];
+    let mut serve = Serve::start(&args);
+    let http_addr = serve.listening("http");
+    let grpc_addr = serve.listening("grpc");
+    wait_ready(http_addr);
+
+    // pytest writes into one file (stdout and stderr in order), read when it ends.
+    let mut output = tempfile::tempfile().expect("temporary file");
+    let mut cmd = Command::new(&python);
+    cmd.args(PYTEST)
+        .current_dir(repo(""))
+        .env("INFERD_HTTP_URL", http_addr.to_string())
+        .env("INFERD_GRPC_URL", grpc_addr.to_string())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().expect("clone file"))
+        .stderr(output.try_clone().expect("clone file"));
+    let mut pytest = Killed(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("run {} -m pytest: {e}", python.display())),
+    );
+    // A bound so that a client stuck on a server that never answers fails the test.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = loop {
+        if let Some(status) = pytest.0.try_wait().expect("wait for pytest") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            pytest.0.kill().expect("kill pytest");
+            break pytest.0.wait().expect("wait for pytest");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut text = String::new();
+    output.rewind().expect("rewind");
+    output
+        .read_to_string(&mut text)
+        .expect("read pytest output");
+    println!("{text}");
+    assert!(
+        status.success(),
+        "pytest failed ({status}):\n{text}\n--- inferd's log ---\n{}",
+        serve.log()
+    );
+    assert!(text.contains(" passed"), "pytest ran no test:\n{text}");
+    // Both listeners are given, so nothing may be skipped.
+    assert!(!text.contains("skipped"), "tests were skipped:\n{text}");
+}

@@ -6,6 +6,13 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+-- HEADER_LENGTH (environment): send the body as binary tensor data, whose
+-- JSON part is that many bytes long.
+local header_length = os.getenv("HEADER_LENGTH")
+if header_length and header_length ~= "" then
+  wrk.headers["Content-Type"] = "application/octet-stream"
+  wrk.headers["Inference-Header-Content-Length"] = header_length
+end
 
 function done(summary, latency, requests)
   local seconds = summary.duration / 1e6

@@ -275,6 +275,17 @@ def test_http_unknown_model(http):
     assert "no-such-model" in err.value.message()
 
 
+def test_http_repository(http):
+    index = {m["name"]: m for m in http.get_model_repository_index()}
+    assert index["iris"]["state"] == "READY"
+    assert index["iris"]["version"] == "1"
+    # The server runs with the default model control (none): the set is fixed.
+    with pytest.raises(InferenceServerException) as err:
+        http.load_model("iris")
+    assert "--model-control explicit" in err.value.message()
+    assert http.is_model_ready("iris")
+
+
 def test_http_bad_input_names_the_input(http):
     inp = httpclient.InferInput("input", [1, 3], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
@@ -407,6 +418,17 @@ def test_grpc_identity(grpc, datatype):
     result = _grpc_identity(grpc, [datatype])
     assert [o.name for o in result.get_response().outputs] == [out_name(datatype)]
     check_same(datatype, result.as_numpy(out_name(datatype)), IDENTITY_BINARY[datatype])
+
+
+def test_grpc_repository(grpc):
+    index = {m.name: m for m in grpc.get_model_repository_index().models}
+    assert index["iris"].state == "READY"
+    assert index["iris"].version == "1"
+    with pytest.raises(InferenceServerException) as err:
+        grpc.unload_model("iris")
+    assert "--model-control explicit" in err.value.message()
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert grpc.is_model_ready("iris")
 
 
 def test_grpc_unknown_model(grpc):

@@ -1456,3 +1456,146 @@ async fn shutdown_stops_grpc_and_run_returns() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_repository_over_grpc() {
+    use proto::model_repository_parameter::ParameterChoice as Choice;
+    use proto::{
+        ModelConfigRequest, ModelReadyRequest, ModelRepositoryParameter, RepositoryIndexRequest,
+        RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("iris")).expect("mkdir");
+    std::fs::copy(
+        repo("examples/models/iris/model.onnx"),
+        root.path().join("iris/model.onnx"),
+    )
+    .expect("copy");
+    let s = TestServer::start_with(
+        vec![ModelSource::Repository(root.path().to_path_buf())],
+        |c| c.model_control = inferd_server::ModelControl::Explicit,
+    );
+    let mut client = s.client().await;
+    let index = |ready: bool| RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    };
+    let listed = client
+        .repository_index(index(false))
+        .await
+        .expect("index")
+        .into_inner()
+        .models;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].name.as_str(),
+            listed[0].state.as_str(),
+            listed[0].reason.as_str()
+        ),
+        ("iris", "UNAVAILABLE", "unloaded")
+    );
+    let param = |choice: Choice| ModelRepositoryParameter {
+        parameter_choice: Some(choice),
+    };
+    let load = |name: &str, parameters: HashMap<String, ModelRepositoryParameter>| {
+        RepositoryModelLoadRequest {
+            repository_name: String::new(),
+            model_name: name.to_owned(),
+            parameters,
+        }
+    };
+    let config = HashMap::from([(
+        "config".to_owned(),
+        param(Choice::StringParam(r#"{"max_batch_size": 4}"#.to_owned())),
+    )]);
+    client
+        .repository_model_load(load("iris", config))
+        .await
+        .expect("loads");
+    let ready = client
+        .repository_index(index(true))
+        .await
+        .expect("index")
+        .into_inner()
+        .models;
+    assert_eq!(
+        (
+            ready.len(),
+            ready[0].version.as_str(),
+            ready[0].state.as_str()
+        ),
+        (1, "1", "READY")
+    );
+    let served = client
+        .model_config(ModelConfigRequest {
+            name: "iris".into(),
+            version: String::new(),
+        })
+        .await
+        .expect("config")
+        .into_inner()
+        .config
+        .expect("a config");
+    assert_eq!(served.max_batch_size, 4);
+    let answer = client
+        .model_infer(iris_row())
+        .await
+        .expect("infers")
+        .into_inner();
+    assert_eq!(answer.model_name, "iris");
+
+    // Refusals name what is wrong; the model keeps serving.
+    assert_code(
+        client
+            .repository_model_load(load("nope", HashMap::new()))
+            .await,
+        Code::NotFound,
+        "no model 'nope'",
+    );
+    let mut elsewhere = load("iris", HashMap::new());
+    elsewhere.repository_name = "other".into();
+    assert_code(
+        client.repository_model_load(elsewhere).await,
+        Code::InvalidArgument,
+        "repository_name",
+    );
+    let bad = HashMap::from([("config".to_owned(), param(Choice::BoolParam(true)))]);
+    assert_code(
+        client.repository_model_load(load("iris", bad)).await,
+        Code::InvalidArgument,
+        "parameters.config",
+    );
+    let file = HashMap::from([(
+        "file:1/model.onnx".to_owned(),
+        param(Choice::BytesParam(Bytes::from_static(b"onnx"))),
+    )]);
+    assert_code(
+        client.repository_model_load(load("iris", file)).await,
+        Code::InvalidArgument,
+        "not supported",
+    );
+    client.model_infer(iris_row()).await.expect("still serving");
+
+    client
+        .repository_model_unload(RepositoryModelUnloadRequest {
+            repository_name: String::new(),
+            model_name: "iris".into(),
+            parameters: HashMap::from([(
+                "unload_dependents".to_owned(),
+                param(Choice::BoolParam(false)),
+            )]),
+        })
+        .await
+        .expect("unloads");
+    assert_code(
+        client
+            .model_ready(ModelReadyRequest {
+                name: "iris".into(),
+                version: String::new(),
+            })
+            .await,
+        Code::NotFound,
+        "unknown model",
+    );
+}

@@ -42,6 +42,7 @@ pub mod proto {
 
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use proto::model_infer_request::InferRequestedOutputTensor;
+use proto::model_repository_parameter::ParameterChoice as RepositoryChoice;
 
 /// Extensions the server metadata lists (the same as over HTTP).
 const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", "statistics"];
@@ -543,6 +544,101 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(proto::ModelStatisticsResponse {
             model_stats,
         }))
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<proto::RepositoryIndexRequest>,
+    ) -> Result<Response<proto::RepositoryIndexResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.get_ref();
+        one_repository(&r.repository_name)?;
+        let models = self
+            .state
+            .repository
+            .index(&self.state, r.ready)
+            .into_iter()
+            .map(|e| proto::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version.unwrap_or_default(),
+                state: e.state.to_owned(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(proto::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<proto::RepositoryModelLoadRequest>,
+    ) -> Result<Response<proto::RepositoryModelLoadResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        one_repository(&r.repository_name)?;
+        let mut config = None;
+        for (key, value) in r.parameters {
+            match (key.as_str(), value.parameter_choice) {
+                ("config", Some(RepositoryChoice::StringParam(text))) => config = Some(text),
+                ("config", _) => {
+                    return Err(Status::invalid_argument(
+                        "parameters.config: must be a string holding the model's JSON configuration",
+                    ));
+                }
+                (other, _) => {
+                    return Err(Status::invalid_argument(format!(
+                        "parameters.{other}: not supported (only 'config' is; model files load from the repository)"
+                    )));
+                }
+            }
+        }
+        self.state
+            .repository
+            .load(&self.state, &r.model_name, config)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(proto::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<proto::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<proto::RepositoryModelUnloadResponse>, Status> {
+        self.authorize(&request)?;
+        let r = request.into_inner();
+        one_repository(&r.repository_name)?;
+        for (key, value) in r.parameters {
+            match (key.as_str(), value.parameter_choice) {
+                // No ensembles, so no dependents: either value holds.
+                ("unload_dependents", Some(RepositoryChoice::BoolParam(_))) => {}
+                ("unload_dependents", _) => {
+                    return Err(Status::invalid_argument(
+                        "parameters.unload_dependents: must be true or false",
+                    ));
+                }
+                (other, _) => {
+                    return Err(Status::invalid_argument(format!(
+                        "parameters.{other}: not supported"
+                    )));
+                }
+            }
+        }
+        self.state
+            .repository
+            .unload(&self.state, &r.model_name)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(proto::RepositoryModelUnloadResponse {}))
+    }
+}
+
+/// inferd serves its repositories as one: a request may not pick another.
+fn one_repository(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "repository_name: '{name}' is not supported; leave it empty (inferd serves its repositories as one)"
+        )))
     }
 }
 

@@ -1,13 +1,17 @@
 //! Black-box tests of the gRPC API: a real server on an ephemeral loopback
 //! port, the generated client, real HTTP/2.
 
+#[path = "../../../tests/support/http.rs"]
+mod http;
+#[path = "support/server.rs"]
+mod server;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use inferd_server::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -23,114 +27,36 @@ use inferd_server::grpc::proto::{
 use inferd_server::{AppState, ModelSource, ModelState, Server, ServerConfig, Tokens};
 use inferd_tensor::{DataType, TensorData, f16};
 use serde_json::Value;
+use server::{TestServer, named, repo};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 type Client = GrpcInferenceServiceClient<Channel>;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
+/// A server with gRPC on an ephemeral port beside HTTP.
+fn start_with(sources: Vec<ModelSource>, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    TestServer::start_with(sources, |c| {
+        c.grpc_addr = Some("127.0.0.1:0".parse().expect("addr"));
+        tweak(c);
+    })
 }
 
-fn named(name: &str, path: &str) -> ModelSource {
-    ModelSource::Named {
-        name: name.into(),
-        path: repo(path),
-    }
+fn start(sources: Vec<ModelSource>) -> TestServer {
+    start_with(sources, |_| {})
 }
 
-/// A server on its own thread and runtime; the test talks to it from another.
-struct TestServer {
-    grpc: SocketAddr,
-    state: Arc<AppState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<Result<(), String>>>,
+trait GrpcServer {
+    fn grpc(&self) -> SocketAddr;
+    async fn client(&self) -> Client;
 }
 
-impl TestServer {
-    fn start(sources: Vec<ModelSource>) -> TestServer {
-        TestServer::start_with(sources, |_| {})
-    }
-
-    fn start_with(sources: Vec<ModelSource>, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let mut config = ServerConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            grpc_addr: Some("127.0.0.1:0".parse().expect("addr")),
-            max_body_bytes: 256 * 1024,
-            drain_timeout: Duration::from_secs(10),
-            serving: inferd_server::model_config::Defaults {
-                instance_count: 2,
-                ..Default::default()
-            },
-            ..ServerConfig::default()
-        };
-        tweak(&mut config);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                let server = Server::bind(&config, &sources, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let grpc = server
-                    .grpc_local_addr()
-                    .map_err(|e| e.to_string())?
-                    .ok_or("gRPC is off")?;
-                let _ = ready_tx.send((grpc, server.state()));
-                server
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        });
-        let (grpc, state) = ready_rx.recv().expect("server started");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !state.is_ready() {
-            assert!(Instant::now() < deadline, "server never became ready");
-            thread::sleep(Duration::from_millis(10));
-        }
-        TestServer {
-            grpc,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+impl GrpcServer for TestServer {
+    fn grpc(&self) -> SocketAddr {
+        self.grpc_addr.expect("gRPC is on")
     }
 
     async fn client(&self) -> Client {
-        connect(self.grpc).await
-    }
-
-    /// Signals shutdown and returns what `run` returned.
-    fn stop(mut self) -> Result<(), String> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("server thread")
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        connect(self.grpc()).await
     }
 }
 
@@ -162,7 +88,7 @@ fn plain_client(
 }
 
 fn iris_server() -> TestServer {
-    TestServer::start(vec![
+    start(vec![
         named("iris", "examples/models/iris/model.onnx"),
         named("multi", "tests/fixtures/models/multi/model.onnx"),
         named("identity", "tests/fixtures/models/identity/model.onnx"),
@@ -621,7 +547,7 @@ async fn versions_from_a_repository() {
         std::fs::create_dir_all(dir.path().join("iris").join(v)).expect("mkdir");
         std::fs::copy(&iris, dir.path().join("iris").join(v).join("model.onnx")).expect("copy");
     }
-    let s = TestServer::start(vec![ModelSource::Repository(dir.path().to_owned())]);
+    let s = start(vec![ModelSource::Repository(dir.path().to_owned())]);
     let mut c = s.client().await;
     let meta = c
         .model_metadata(proto::ModelMetadataRequest {
@@ -968,7 +894,7 @@ async fn bearer_tokens_guard_everything_but_liveness_and_readiness() {
     let old = "old-token-0123456789abcdef";
     let new = "new-token-0123456789abcdef";
     let tokens = Tokens::parse(&format!("{old}\n{new}\n")).expect("tokens");
-    let s = TestServer::start_with(
+    let s = start_with(
         vec![named("iris", "examples/models/iris/model.onnx")],
         |c| c.tokens = tokens,
     );
@@ -1101,7 +1027,7 @@ async fn bearer_tokens_guard_everything_but_liveness_and_readiness() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_deadline_is_deadline_exceeded() {
     let s = iris_server();
-    let mut plain = plain_client(s.grpc);
+    let mut plain = plain_client(s.grpc());
     let mut late = Request::new(iris_row());
     late.set_timeout(Duration::ZERO);
     assert_code(
@@ -1222,7 +1148,7 @@ async fn model_configuration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batching_configuration_and_statistics_match_rest() {
-    let s = TestServer::start_with(
+    let s = start_with(
         vec![named("iris", "examples/models/iris/model.onnx")],
         |c| {
             c.serving.max_batch_size = 8;
@@ -1440,7 +1366,7 @@ fn grpc_can_be_off_and_a_taken_port_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_grpc_and_run_returns() {
     let s = iris_server();
-    let addr = s.grpc;
+    let addr = s.grpc();
     let mut c = s.client().await;
     c.model_infer(iris_row()).await.expect("infer");
     let result = tokio::task::spawn_blocking(move || s.stop())
@@ -1471,7 +1397,7 @@ async fn the_model_repository_over_grpc() {
         root.path().join("iris/model.onnx"),
     )
     .expect("copy");
-    let s = TestServer::start_with(
+    let s = start_with(
         vec![ModelSource::Repository(root.path().to_path_buf())],
         |c| c.model_control = inferd_server::ModelControl::Explicit,
     );

@@ -3,77 +3,21 @@
 
 #[path = "../../../tests/support/http.rs"]
 mod http;
+#[path = "support/server.rs"]
+mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use http::{get, post};
-use inferd_server::{ModelSource, Server, ServerConfig};
+use inferd_server::ModelSource;
 use serde_json::{Value, json};
+use server::TestServer;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/models/trees")
         .join(name)
-}
-
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(sources: Vec<ModelSource>) -> TestServer {
-        let config = ServerConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            ..ServerConfig::default()
-        };
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let server = Server::bind(&config, &sources, None).await.expect("bind");
-                let _ = ready_tx.send(server.local_addr().expect("addr"));
-                server
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .expect("run");
-            });
-        });
-        let addr = ready_rx.recv().expect("server started");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while get(addr, "/v2/health/ready").status != 200 {
-            assert!(Instant::now() < deadline, "server never became ready");
-            thread::sleep(Duration::from_millis(10));
-        }
-        TestServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn expected(name: &str) -> Value {

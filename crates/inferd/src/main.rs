@@ -39,6 +39,35 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Load-test inference endpoints and report throughput and exact latency percentiles.
     Bench(Box<bench::BenchArgs>),
+    /// Print InferenceServices (inferd's or KServe's serving.kserve.io/v1beta1) as
+    /// inferd's serving.inferd.dev/v1alpha1 YAML.
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ConvertArgs {
+    /// The YAML file to read (`-`: standard input); it may hold several documents.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// `inferd convert`: reads, converts and validates every document, then prints
+/// them; prints nothing if any is refused.
+fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+    } else {
+        text = std::fs::read_to_string(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+    }
+    let services = inferd_api::load_inference_services(&text)
+        .with_context(|| args.file.display().to_string())?;
+    print!("{}", inferd_api::to_yaml_multi(&services)?);
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -213,6 +242,15 @@ fn parse_grpc_port(s: &str) -> Result<GrpcPort, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Convert(args) = &cli.command {
+        return match convert(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(cli.log_format);
     // The bench runs on a runtime of its own, sized for load generation.
     if let Command::Bench(args) = cli.command {
@@ -237,7 +275,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
-            Command::Bench(_) => Ok(()),
+            Command::Bench(_) | Command::Convert(_) => Ok(()),
         }
     });
     match result {

@@ -7,117 +7,25 @@
 
 #![cfg(feature = "ort")]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[path = "../../../tests/support/ort_library.rs"]
+mod ort_library;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use fixtures::{assert_close, expected, repo};
 use inferd_runtime::{
     Error, LoadOptions, Model, ModelFormat, OnnxBackend, OnnxModel, OrtModel, OrtOptions,
 };
 use inferd_tensor::{DataType, Dim, Tensor, TensorData, TensorSpec, f16};
-use serde_json::Value;
-
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
-
-/// The onnxruntime library to test with, or `None` (after a note) to skip.
-fn library() -> Option<PathBuf> {
-    static FOUND: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let found = FOUND.get_or_init(|| {
-        for var in ["INFERD_ORT_LIBRARY", "ORT_DYLIB_PATH"] {
-            if let Some(path) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-                return Some(PathBuf::from(path));
-            }
-        }
-        from_python()
-    });
-    if found.is_none() {
-        let why = "no onnxruntime library: set INFERD_ORT_LIBRARY or ORT_DYLIB_PATH to \
-                   libonnxruntime.so, or INFERD_TEST_PYTHON to a Python with onnxruntime \
-                   (tests/python/venv.sh makes one)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{why}; CI must run the onnxruntime tests");
-        }
-        eprintln!("skipped: {why}");
-    }
-    found.clone()
-}
-
-/// `site-packages/onnxruntime/capi/libonnxruntime.so*` of `$INFERD_TEST_PYTHON`.
-fn from_python() -> Option<PathBuf> {
-    let python = std::env::var_os("INFERD_TEST_PYTHON").filter(|v| !v.is_empty())?;
-    let out = Command::new(python)
-        .args([
-            "-c",
-            "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let package = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
-    let mut found: Vec<PathBuf> = std::fs::read_dir(package.join("capi"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so"))
-        })
-        .collect();
-    found.sort();
-    // The fully versioned name sorts last.
-    found.pop()
-}
+use ort_library::library;
 
 fn load_ort(path: &str) -> Option<OrtModel> {
     let library = library()?;
     Some(OrtModel::load(&repo(path), Some(&library)).unwrap_or_else(|e| panic!("{path}: {e}")))
-}
-
-/// Reads one tensor of an `expected.json` written by examples/make_models.py.
-fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect();
-    let data = v["data"].as_array().expect("data");
-    let data = match v["datatype"].as_str().expect("datatype") {
-        "FP32" => TensorData::Fp32(data.iter().map(|x| x.as_f64().expect("f") as f32).collect()),
-        "INT64" => TensorData::Int64(data.iter().map(|x| x.as_i64().expect("i")).collect()),
-        other => panic!("fixture datatype {other}"),
-    };
-    Tensor::new(v["name"].as_str().expect("name"), shape, data).expect("tensor")
-}
-
-fn expected(path: &str) -> (Vec<Tensor>, Vec<Tensor>) {
-    let text = std::fs::read_to_string(repo(path)).expect("expected.json");
-    let v: Value = serde_json::from_str(&text).expect("json");
-    let list = |k: &str| v[k].as_array().expect(k).iter().map(tensor).collect();
-    (list("inputs"), list("outputs"))
-}
-
-fn assert_close(got: &Tensor, want: &Tensor, tolerance: f32) {
-    assert_eq!(got.name(), want.name());
-    assert_eq!(got.shape(), want.shape(), "{}", want.name());
-    match (got.data(), want.data()) {
-        (TensorData::Fp32(g), TensorData::Fp32(w)) => {
-            for (i, (a, b)) in g.iter().zip(w).enumerate() {
-                assert!(
-                    (a - b).abs() <= tolerance,
-                    "{}[{i}]: {a} vs {b}",
-                    want.name()
-                );
-            }
-        }
-        (g, w) => assert_eq!(g, w, "{}", want.name()),
-    }
 }
 
 fn check_against_expected(model_dir: &str, tolerance: f32) {

@@ -76,6 +76,8 @@ struct File {
     platform: Option<String>,
     backend: Option<String>,
     max_batch_size: Option<u32>,
+    /// Every version found is served: only `{"all": {}}` is accepted.
+    version_policy: Option<serde_json::Value>,
     input: Option<Vec<TensorEntry>>,
     output: Option<Vec<TensorEntry>>,
     dynamic_batching: Option<DynamicBatching>,
@@ -242,12 +244,6 @@ impl Resolved {
                 "preferred_batch_size": self.scheduler.preferred_batch_sizes,
                 "default_queue_policy": policy,
             });
-        } else {
-            config["sequence_batching"] = serde_json::Value::Null;
-            config["queue_policy"] = policy;
-        }
-        if let Some(map) = config.as_object_mut() {
-            map.retain(|_, v| !v.is_null());
         }
         config
     }
@@ -366,6 +362,14 @@ fn resolve_parsed(
                 "'{backend}' does not match the backend serving it ('{}')",
                 backend_of(meta.platform)
             ),
+        ));
+    }
+    if let Some(policy) = &parsed.version_policy
+        && *policy != serde_json::json!({"all": {}})
+    {
+        return Err(err(
+            "version_policy",
+            format!("{policy} is not supported: every version found is served ({{\"all\": {{}}}})"),
         ));
     }
     let can_batch = batchable(model);

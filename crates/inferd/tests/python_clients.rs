@@ -9,20 +9,15 @@
 
 #[path = "../../../tests/support/http.rs"]
 mod http;
+#[path = "support/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader, Read, Seek};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use serve::{Serve, repo, wait_ready};
+use std::io::{Read, Seek};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
 
 /// A child process that is killed when this goes out of scope, panics included.
 struct Killed(Child);
@@ -57,79 +52,6 @@ fn python() -> PathBuf {
     );
     let path = String::from_utf8(out.stdout).expect("venv.sh prints a UTF-8 path");
     PathBuf::from(path.trim())
-}
-
-/// A running `inferd serve` and the stderr lines it has printed.
-struct Serve {
-    _child: Killed,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Serve {
-    fn start(args: &[String]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_inferd"))
-            .env_remove("RUST_LOG")
-            .arg("serve")
-            .args(["--host", "127.0.0.1", "--http-port", "0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn inferd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        // Keeps draining stderr for the server's whole life, so it never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Serve {
-            _child: Killed(child),
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The address of the first stderr line with `listening on {scheme}://ADDR`.
-    fn listening(&mut self, scheme: &str) -> SocketAddr {
-        let needle = format!("listening on {scheme}://");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let line = loop {
-            if let Some(line) = self.seen.iter().find(|l| l.contains(&needle)) {
-                break line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.seen),
-            }
-        };
-        let at = line.find(&needle).expect("url") + needle.len();
-        let addr: String = line[at..]
-            .chars()
-            .take_while(|c| !c.is_whitespace() && *c != '"')
-            .collect();
-        addr.parse().unwrap_or_else(|_| panic!("address in {line}"))
-    }
-
-    fn log(&mut self) -> String {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        self.seen.join("\n")
-    }
-}
-
-fn wait_ready(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http::get(addr, "/v2/health/ready").status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `-rs` lists why tests were skipped; no cache is written into the tree.

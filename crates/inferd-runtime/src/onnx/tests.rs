@@ -1,59 +1,13 @@
-use std::path::PathBuf;
-
 use inferd_tensor::{DataType, Dim, Tensor, TensorData, f16};
-use serde_json::Value;
 
 use super::*;
 
-fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(path)
-}
+#[path = "../../tests/support/fixtures.rs"]
+mod fixtures;
+use fixtures::{assert_close, expected, repo};
 
 fn load(path: &str) -> OnnxModel {
     OnnxModel::load(&repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// Reads one tensor of an `expected.json` written by examples/make_models.py.
-fn tensor(v: &Value) -> Tensor {
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect();
-    let data = v["data"].as_array().expect("data");
-    let data = match v["datatype"].as_str().expect("datatype") {
-        "FP32" => TensorData::Fp32(data.iter().map(|x| x.as_f64().expect("f") as f32).collect()),
-        "INT64" => TensorData::Int64(data.iter().map(|x| x.as_i64().expect("i")).collect()),
-        other => panic!("fixture datatype {other}"),
-    };
-    Tensor::new(v["name"].as_str().expect("name"), shape, data).expect("tensor")
-}
-
-fn expected(path: &str) -> (Vec<Tensor>, Vec<Tensor>) {
-    let text = std::fs::read_to_string(repo(path)).expect("expected.json");
-    let v: Value = serde_json::from_str(&text).expect("json");
-    let list = |k: &str| v[k].as_array().expect(k).iter().map(tensor).collect();
-    (list("inputs"), list("outputs"))
-}
-
-fn assert_close(got: &Tensor, want: &Tensor, tolerance: f32) {
-    assert_eq!(got.name(), want.name());
-    assert_eq!(got.shape(), want.shape(), "{}", want.name());
-    match (got.data(), want.data()) {
-        (TensorData::Fp32(g), TensorData::Fp32(w)) => {
-            for (i, (a, b)) in g.iter().zip(w).enumerate() {
-                assert!(
-                    (a - b).abs() <= tolerance,
-                    "{}[{i}]: {a} vs {b}",
-                    want.name()
-                );
-            }
-        }
-        (g, w) => assert_eq!(g, w, "{}", want.name()),
-    }
 }
 
 fn check_against_expected(model_dir: &str, tolerance: f32) {

@@ -158,6 +158,37 @@ fn a_full_config_is_honoured() {
 }
 
 #[test]
+fn a_served_configuration_reads_back_as_the_same_configuration() {
+    let defaults = Defaults {
+        max_batch_size: 16,
+        max_queue_delay: Duration::from_micros(250),
+        max_queue_size: 9,
+        instance_count: 3,
+        default_timeout: Some(Duration::from_millis(1500)),
+    };
+    for model in [batchable_model(), fixed_model()] {
+        let served = resolve(None, "m", &model, &defaults).expect("defaults");
+        let text = served.triton_json("m", &model).to_string();
+        let again = resolve_text(&text, "m", &model, &Defaults::default()).expect(&text);
+        if served.scheduler.max_batch_size > 0 {
+            assert_eq!(again.scheduler, served.scheduler, "{text}");
+            assert_eq!(again.default_timeout, served.default_timeout, "{text}");
+        } else {
+            // Without batching the queue's settings come from the command
+            // line only (Triton has no place for them outside a batcher).
+            assert_eq!(again.scheduler.max_batch_size, 0, "{text}");
+            assert_eq!(again.scheduler.instance_count, 3, "{text}");
+        }
+    }
+    let (path, message) = refused(
+        r#"{"version_policy": {"latest": {"num_versions": 1}}}"#,
+        &batchable_model(),
+    );
+    assert_eq!(path, "version_policy");
+    assert!(message.contains("not supported"), "{message}");
+}
+
+#[test]
 fn without_batching_the_config_reports_full_shapes() {
     let r = resolve(None, "m", &fixed_model(), &Defaults::default()).expect("defaults");
     let json = r.triton_json("m", &fixed_model());

@@ -699,6 +699,7 @@ fn convert_model(
         ModelSpec {
             format: format?,
             storage_uri: storage_uri?,
+            sha256: None,
             runtime,
         },
         resources,

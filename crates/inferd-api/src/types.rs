@@ -170,6 +170,10 @@ pub struct ModelSpec {
     /// path. A relative path (with or without `file://`) is relative to the folder of
     /// the YAML file that names it; see [`ModelSpec::local_path`].
     pub storage_uri: String,
+    /// The SHA-256 of the model file (64 hex digits); when set, the file is
+    /// checked against it before it is served, and a mismatch is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeOptions>,
 }
@@ -179,6 +183,7 @@ impl ModelSpec {
         ModelSpec {
             format,
             storage_uri: storage_uri.into(),
+            sha256: None,
             runtime: None,
         }
     }

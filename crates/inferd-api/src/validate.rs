@@ -275,6 +275,14 @@ fn validate_model(e: &mut Errors, m: &ModelSpec, at: &str) {
     } else if let Err(msg) = format_matches_extension(m.format, &m.storage_uri) {
         e.push(format!("{at}.storageUri"), msg);
     }
+    if let Some(sha) = &m.sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        e.push(
+            format!("{at}.sha256"),
+            format!("'{}' is not a SHA-256 (64 hex digits)", shown(sha)),
+        );
+    }
     if let Some(r) = &m.runtime
         && r.onnx_backend.is_some()
         && m.format != ModelFormat::Onnx
@@ -310,7 +318,7 @@ pub fn storage_uri(uri: &str) -> Result<(), String> {
                 && !s.contains('/')
             {
                 return Err(format!(
-                    "'{s}:' is not a supported scheme (s3://, gs://, http://, https://, file:// or a path)"
+                    "'{s}:' is not a supported scheme (s3://, gs://, az://, http://, https://, file:// or a path)"
                 ));
             }
             (None, uri)
@@ -323,7 +331,7 @@ pub fn storage_uri(uri: &str) -> Result<(), String> {
             }
             rest
         }
-        Some(s @ ("s3" | "gs" | "http" | "https")) => {
+        Some(s @ ("s3" | "gs" | "az" | "http" | "https")) => {
             let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
             if host.is_empty() {
                 let what = if s.starts_with("http") {
@@ -333,7 +341,7 @@ pub fn storage_uri(uri: &str) -> Result<(), String> {
                 };
                 return Err(format!("{s}:// needs a {what}"));
             }
-            if (s == "s3" || s == "gs") && !is_bucket(host) {
+            if matches!(s, "s3" | "gs" | "az") && !is_bucket(host) {
                 return Err(format!("'{host}' is not a bucket name"));
             }
             path.split(['?', '#']).next().unwrap_or("")
@@ -345,7 +353,7 @@ pub fn storage_uri(uri: &str) -> Result<(), String> {
         }
         Some(s) => {
             return Err(format!(
-                "'{s}://' is not a supported scheme (s3://, gs://, http://, https://, file:// or a path)"
+                "'{s}://' is not a supported scheme (s3://, gs://, az://, http://, https://, file:// or a path)"
             ));
         }
     };

@@ -11,6 +11,7 @@
 //! algorithm as a deterministic state machine.
 
 pub mod autoscaler;
+pub mod local;
 
 pub use autoscaler::{
     Activity, Autoscaler, AutoscalerConfig, ConfigError, Decision, InvalidSample, Metric, Reason,

@@ -212,6 +212,12 @@ struct ServeArgs {
     /// already runs requests in parallel, so 1 suits most models.
     #[arg(long, env = "INFERD_ORT_INTRA_THREADS", default_value_t = 1)]
     ort_intra_threads: usize,
+
+    /// Stop (draining, as on SIGTERM) when standard input closes: a
+    /// supervisor holds the other end, so a replica never outlives it, even
+    /// when the supervisor is killed.
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -390,9 +396,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = server.grpc_local_addr()? {
         tracing::info!(%addr, "listening on {grpc}://{addr}");
     }
-    server.run(shutdown_signal()).await?;
+    let exit_with_stdin = args.exit_with_stdin;
+    server
+        .run(async move {
+            if exit_with_stdin {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    () = stdin_closed() => tracing::info!("standard input closed; stopping"),
+                }
+            } else {
+                shutdown_signal().await;
+            }
+        })
+        .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves when standard input reaches its end (or fails).
+async fn stdin_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        let _ = tx.send(());
+    });
+    let _ = rx.await;
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,4 @@
+//! The local backend: applies the control core's desired state on this
+//! machine, as supervised `inferd serve` child processes behind the router.
+
+pub mod supervisor;

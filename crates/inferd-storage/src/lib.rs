@@ -1,0 +1,1 @@
+//! inferd's model storage: storage URIs into a verified local cache.

@@ -346,9 +346,9 @@ pub fn storage_uri(uri: &str) -> Result<(), String> {
             }
             path.split(['?', '#']).next().unwrap_or("")
         }
-        Some(s @ ("pvc" | "hdfs" | "webhdfs" | "oci" | "oci+native" | "hf" | "az" | "abfs")) => {
+        Some(s @ ("pvc" | "hdfs" | "webhdfs" | "oci" | "oci+native" | "hf" | "abfs")) => {
             return Err(format!(
-                "{s}:// storage is not supported by inferd (s3://, gs://, http(s)://, file:// or a path)"
+                "{s}:// storage is not supported by inferd (s3://, gs://, az://, http(s)://, file:// or a path)"
             ));
         }
         Some(s) => {

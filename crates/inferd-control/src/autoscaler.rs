@@ -1017,3 +1017,9 @@ mod go_duration {
 
 #[cfg(test)]
 mod tests;
+
+/// Parses a Go duration as Knative writes them (`"60s"`, `"1m30s"`,
+/// `"500ms"`, `"0"`).
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    go_duration::parse(text)
+}

@@ -12,6 +12,7 @@
 
 pub mod autoscaler;
 pub mod local;
+pub mod service;
 
 pub use autoscaler::{
     Activity, Autoscaler, AutoscalerConfig, ConfigError, Decision, InvalidSample, Metric, Reason,

@@ -1,22 +1,46 @@
-//! inferd's gateway: routes V2 and V1 inference requests to the replicas of
-//! a service over HTTP/1.1.
+//! inferd's gateway: routes V2 and V1 inference requests (HTTP/1.1) and
+//! `inference.GRPCInferenceService` calls (gRPC over HTTP/2) to the
+//! replicas of a service.
 //!
-//! The service is the model name in the request path. A revision is chosen
-//! by weighted random choice over the service's ready revisions (or pinned
-//! with the `x-inferd-revision` header, by name or by the tags `latest` and
-//! `prev`), then a replica by power of two choices on requests in flight.
-//! Bodies stream both ways. A connect failure before any byte of the body
-//! was sent is retried once on another replica of the same revision.
-//! [`Router::concurrency`] reports requests in flight per revision for the
-//! autoscaler. The router talks to replicas over the wire only.
+//! The service is the model name in the request path, or in the first
+//! gRPC message. A revision is chosen by weighted random choice over the
+//! service's routable revisions (serving with a ready replica, or
+//! activating), or pinned with the `x-inferd-revision` header (gRPC
+//! metadata), by name or by the tags `latest` and `prev`; then a replica by
+//! power of two choices on requests in flight, among those under the
+//! revision's `container_concurrency`. Bodies stream both ways, gRPC
+//! trailers included. A connect failure before any byte of the client's
+//! body was sent is retried once on another replica of the same revision.
+//!
+//! A request that finds no usable replica (its revision is activating from
+//! zero, or every replica is at its limit) is held until one is, within the
+//! service's timeout and a bound on held requests per service; the
+//! activation hook tells the control plane at once when requests wait on a
+//! revision with no replica. [`Router::concurrency`] reports requests in
+//! flight and held and requests routed, per revision, for the autoscaler;
+//! [`Router::revision_in_flight`] counts a revision's requests even after a
+//! new table removed it, so a caller can wait for it to drain. The HTTP
+//! listener also answers `GET /metrics` (Prometheus, OpenMetrics text),
+//! `/v2/health/live` and `/v2/health/ready`. The router talks to replicas
+//! over the wire only.
 
 mod body;
+mod error;
+mod grpc;
+mod hold;
+mod metrics;
 mod proxy;
 mod rng;
 mod serve;
+mod stats;
 mod table;
 
 pub use body::RouterBody;
-pub use proxy::{REVISION_HEADER, RevisionConcurrency, Router, RouterConfig, service_name};
-pub use serve::serve;
-pub use table::{DEFAULT_TIMEOUT, RevisionRoute, RouteError, RouteTable, ServiceRoute};
+pub use proxy::{
+    ActivationHook, REVISION_HEADER, RevisionConcurrency, Router, RouterConfig, service_name,
+};
+pub use serve::{serve, serve_grpc};
+pub use table::{
+    DEFAULT_TIMEOUT, ReplicaAddr, RevisionRoute, RevisionState, RouteError, RouteTable,
+    ServiceRoute,
+};

@@ -1,23 +1,38 @@
-//! Choosing a revision and a replica for a request, and forwarding it.
+//! The router: its table, its clients to the replicas, and the HTTP side
+//! (inference paths forwarded, the router's own health and metrics
+//! endpoints answered here).
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::http::request;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
 
 use crate::body::{BodySlot, Counted, LazyBody, RouterBody, full};
+use crate::error::Failure;
+use crate::hold::{Dispatched, Trace};
+use crate::metrics::Metrics;
 use crate::rng::Rng;
-use crate::table::{Compiled, InFlight, Replica, Revision, RouteError, RouteTable};
+use crate::stats::Stats;
+use crate::table::{Compiled, Replica, RouteError, RouteTable, Wire};
 
-/// Request header that pins a revision (by name, or the tag `latest` or
-/// `prev`); every response names the revision that served it in the same
-/// header.
+/// Request header (gRPC metadata) that pins a revision (by name, or the
+/// tag `latest` or `prev`); every response the router forwards names the
+/// revision that served it in the same header.
 pub const REVISION_HEADER: &str = "x-inferd-revision";
+
+/// Called when a request starts being held on a revision that has no
+/// replica, with the service and revision names, so that the caller can
+/// scale it from zero at once. It runs on the request's task: it must
+/// return quickly (send on a channel, say).
+pub type ActivationHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// Router settings.
 #[derive(Debug, Clone)]
@@ -30,6 +45,12 @@ pub struct RouterConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection to a replica is kept.
     pub pool_idle_timeout: Duration,
+    /// Requests one service may hold waiting for a usable replica; the
+    /// next one gets a 503 (gRPC: UNAVAILABLE).
+    pub max_held_requests: usize,
+    /// Largest first gRPC message the router reads to find the model name;
+    /// a larger one gets RESOURCE_EXHAUSTED.
+    pub max_grpc_message_bytes: usize,
 }
 
 impl Default for RouterConfig {
@@ -39,64 +60,126 @@ impl Default for RouterConfig {
             seed: RandomState::new().hash_one(0u8),
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
+            max_held_requests: 1000,
+            max_grpc_message_bytes: 64 << 20,
         }
     }
 }
 
-/// Requests in flight on one revision of a service.
+/// The autoscaler's view of one revision of a service. The concurrency to
+/// scale on is `in_flight + held`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisionConcurrency {
     pub revision: String,
     /// Requests sent to the revision's replicas and not yet finished
     /// (response body included).
     pub in_flight: usize,
+    /// Requests waiting for a usable replica of the revision.
+    pub held: usize,
     /// Ready replicas of the revision.
     pub replicas: usize,
+    /// Requests routed to the revision (sent or held) since the router
+    /// started; route replacements do not reset it.
+    pub requests_total: u64,
 }
 
-/// The gateway: a route table that can be replaced while requests run, and
-/// a pooled HTTP/1.1 client to the replicas.
+#[derive(Default)]
+struct Hook(Option<ActivationHook>);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// The gateway: a route table that can be replaced while requests run,
+/// counters that outlive tables, and pooled clients to the replicas
+/// (HTTP/1.1, and HTTP/2 for gRPC).
 #[derive(Debug)]
 pub struct Router {
     routes: RwLock<Arc<Compiled>>,
-    client: Client<HttpConnector, LazyBody>,
-    rng: Rng,
+    stats: Mutex<Stats>,
+    pub(crate) metrics: Metrics,
+    http: Client<HttpConnector, LazyBody>,
+    grpc: Client<HttpConnector, LazyBody>,
+    pub(crate) rng: Rng,
+    hook: RwLock<Hook>,
+    pub(crate) max_held: usize,
+    pub(crate) max_grpc_message: usize,
 }
 
 impl Router {
     pub fn new(table: &RouteTable, config: &RouterConfig) -> Result<Self, RouteError> {
-        let routes = Compiled::compile(table, &Compiled::default())?;
+        let metrics = Metrics::new();
+        let mut stats = Stats::default();
+        let routes = Compiled::compile(table, &Compiled::default(), &mut stats, &metrics)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
+            .build(connector.clone());
+        let grpc = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .http2_only(true)
             .build(connector);
         Ok(Self {
             routes: RwLock::new(Arc::new(routes)),
-            client,
+            stats: Mutex::new(stats),
+            metrics,
+            http,
+            grpc,
             rng: Rng::new(config.seed),
+            hook: RwLock::new(Hook::default()),
+            max_held: config.max_held_requests,
+            max_grpc_message: config.max_grpc_message_bytes,
         })
     }
 
     /// Replaces the route table at once; requests already routed finish
-    /// where they are. A refused table leaves the old one in place.
+    /// where they are, and held requests look at the new table. A refused
+    /// table leaves the old one in place.
     pub fn replace_routes(&self, table: &RouteTable) -> Result<(), RouteError> {
-        let mut current = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        let compiled = Compiled::compile(table, &current)?;
-        *current = Arc::new(compiled);
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut current = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+            let compiled = Compiled::compile(table, &current, &mut stats, &self.metrics)?;
+            *current = Arc::new(compiled);
+        }
+        stats.wake_all();
         Ok(())
     }
 
-    fn routes(&self) -> Arc<Compiled> {
+    /// Sets the function called when a request starts being held on a
+    /// revision with no replica. It is called when the number of requests
+    /// held on such a revision rises from zero, not for each of them: the
+    /// held count in [`Router::concurrency`] tells the rest.
+    pub fn set_activation_hook(&self, hook: ActivationHook) {
+        self.hook.write().unwrap_or_else(PoisonError::into_inner).0 = Some(hook);
+    }
+
+    pub(crate) fn activate(&self, service: &str, revision: &str) {
+        let hook = self
+            .hook
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .clone();
+        tracing::info!(%service, %revision, "activating a revision with no replica");
+        if let Some(hook) = hook {
+            hook(service, revision);
+        }
+    }
+
+    pub(crate) fn routes(&self) -> Arc<Compiled> {
         self.routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// In-flight requests per revision of `service` (None: no such
-    /// service), in the table's order.
+    /// Per revision of `service` (None: no such service), in the table's
+    /// order: requests in flight and held, replicas, and requests routed.
     pub fn concurrency(&self, service: &str) -> Option<Vec<RevisionConcurrency>> {
         let routes = self.routes();
         let service = routes.services.get(service)?;
@@ -106,129 +189,281 @@ impl Router {
                 .iter()
                 .map(|r| RevisionConcurrency {
                     revision: r.name.clone(),
-                    in_flight: r.replicas.iter().map(|x| x.in_flight()).sum(),
+                    in_flight: r.stats.in_flight(),
+                    held: r.stats.held(),
                     replicas: r.replicas.len(),
+                    requests_total: r.stats.requests(),
                 })
                 .collect(),
         )
     }
 
-    /// Routes one request and returns the response to send to the client.
+    /// Requests in flight on a revision, whether or not the current table
+    /// still lists it (0 for a revision no table named): a revision removed
+    /// from the table is drained when this reaches 0.
+    pub fn revision_in_flight(&self, service: &str, revision: &str) -> usize {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .find(service, revision)
+            .map_or(0, |s| s.in_flight())
+    }
+
+    /// Requests held waiting for a replica of `service`, all revisions
+    /// together.
+    pub fn held_requests(&self, service: &str) -> usize {
+        self.routes()
+            .services
+            .get(service)
+            .map_or(0, |s| s.stats.held())
+    }
+
+    /// Whether every service has a routable revision (a serving one with a
+    /// replica, or an activating one); true for a table with no service.
+    pub fn is_ready(&self) -> bool {
+        self.routes().services.values().all(|s| s.is_routable())
+    }
+
+    /// Routes one HTTP request and returns the response to send to the
+    /// client; `/metrics`, `/v2/health/live` and `/v2/health/ready` are the
+    /// router's own.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<RouterBody> {
-        let Some(name) = service_name(req.uri().path()) else {
-            return error(StatusCode::NOT_FOUND, "no model in the request path", None);
-        };
-        let routes = self.routes();
-        let Some(service) = routes.services.get(name) else {
-            let message = format!("unknown service {name}");
-            return error(StatusCode::NOT_FOUND, &message, None);
-        };
-        let service = Arc::clone(service);
-        let pin = req.headers().get(REVISION_HEADER).map(HeaderValue::to_str);
-        let revision = match pin {
-            Some(Ok(pin)) => match service.find_revision(pin) {
-                Some(r) => r,
-                None => {
-                    let message = format!("service {name} has no revision {pin}");
-                    return error(StatusCode::NOT_FOUND, &message, None);
-                }
-            },
-            Some(Err(_)) => {
-                let message = format!("{REVISION_HEADER} is not visible ASCII");
-                return error(StatusCode::BAD_REQUEST, &message, None);
-            }
-            None => match service.pick_revision(&self.rng) {
-                Some(r) => r,
-                None => {
-                    let message = format!("service {name} has no ready replica");
-                    return error(StatusCode::SERVICE_UNAVAILABLE, &message, None);
-                }
-            },
-        };
-        let served = HeaderValue::from_str(&revision.name).ok();
-        let Some(first) = revision.pick_replica(&self.rng, None) else {
-            let message = format!("revision {} has no ready replica", revision.name);
-            return error(StatusCode::SERVICE_UNAVAILABLE, &message, served);
-        };
-        let name = name.to_owned();
-        match tokio::time::timeout(service.timeout, self.forward(req, revision, first)).await {
-            Ok(Ok(mut response)) => {
-                if let Some(served) = served {
-                    response.headers_mut().insert(REVISION_HEADER, served);
-                }
-                response
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(service = %name, revision = %revision.name, error = %e, "replica failed");
-                let message = format!("replica of {name} failed: {e}");
-                error(StatusCode::BAD_GATEWAY, &message, served)
-            }
-            Err(_) => {
-                let message = format!(
-                    "no response from {name} within {} ms",
-                    service.timeout.as_millis()
-                );
-                error(StatusCode::GATEWAY_TIMEOUT, &message, served)
-            }
+        if let Some(response) = self.own_endpoint(&req) {
+            return response;
+        }
+        let mut trace = Trace::new(Instant::now());
+        let result = self.route_http(req, &mut trace).await;
+        self.finish(&trace, result, Wire::Http)
+    }
+
+    async fn route_http(
+        &self,
+        req: Request<Incoming>,
+        trace: &mut Trace,
+    ) -> Result<Response<RouterBody>, Failure> {
+        let name = service_name(req.uri().path())
+            .ok_or(Failure::NoModel)?
+            .to_owned();
+        let pin = pin(req.headers())?;
+        let dispatched = self
+            .dispatch(&name, pin.as_deref(), Wire::Http, trace)
+            .await?;
+        let (parts, body) = req.into_parts();
+        self.forward_until(parts, BodySlot::new(body), Wire::Http, dispatched, trace)
+            .await
+    }
+
+    /// [`Router::forward`] bounded by the request's deadline.
+    pub(crate) async fn forward_until(
+        &self,
+        parts: request::Parts,
+        slot: BodySlot,
+        wire: Wire,
+        dispatched: Dispatched,
+        trace: &Trace,
+    ) -> Result<Response<RouterBody>, Failure> {
+        let service = Arc::clone(&dispatched.service);
+        let forward = self.forward(parts, slot, wire, dispatched);
+        match trace.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, forward)
+                .await
+                .map_err(|_| Failure::Timeout {
+                    service: service.name.clone(),
+                    timeout: service.timeout,
+                })?,
+            None => forward.await,
         }
     }
 
-    /// Sends the request to `first`; when connecting fails before any byte
-    /// of the body was sent, once more to another replica of the revision.
+    /// Sends the request on its slot's replica; when connecting fails
+    /// before any byte of the client's stream was sent, once more to another
+    /// replica of the revision that has a free slot.
     async fn forward(
         &self,
-        req: Request<Incoming>,
-        revision: &Revision,
-        first: Arc<Replica>,
-    ) -> Result<Response<RouterBody>, hyper_util::client::legacy::Error> {
-        let (parts, body) = req.into_parts();
+        parts: request::Parts,
+        slot: BodySlot,
+        wire: Wire,
+        dispatched: Dispatched,
+    ) -> Result<Response<RouterBody>, Failure> {
+        let Dispatched {
+            service,
+            revision,
+            slot: mut in_flight,
+        } = dispatched;
+        let revision = &service.revisions[revision];
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(REVISION_HEADER);
+        let version = match wire {
+            Wire::Http => Version::HTTP_11,
+            Wire::Grpc => {
+                // gRPC servers may insist on it; it is the only TE value
+                // HTTP/2 allows.
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
+                Version::HTTP_2
+            }
+        };
         let path = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let slot = BodySlot::new(body);
-        let mut replica = first;
         let mut retried = false;
         loop {
-            let in_flight = InFlight::enter(Arc::clone(&replica));
+            let replica = Arc::clone(in_flight.replica());
             let mut outgoing = Request::new(slot.attempt());
             *outgoing.method_mut() = parts.method.clone();
-            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.version_mut() = version;
             *outgoing.headers_mut() = headers.clone();
-            *outgoing.uri_mut() = replica_uri(&replica, &path);
-            match self.client.request(outgoing).await {
+            *outgoing.uri_mut() = replica_uri(&replica, wire, &path);
+            let sent = match wire {
+                Wire::Http => self.http.request(outgoing).await,
+                Wire::Grpc => self.grpc.request(outgoing).await,
+            };
+            match sent {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     return Ok(Response::from_parts(parts, Counted::boxed(body, in_flight)));
                 }
                 Err(e) if e.is_connect() && !retried && slot.untouched() => {
-                    drop(in_flight);
-                    let Some(next) = revision.pick_replica(&self.rng, Some(&replica)) else {
-                        return Err(e);
+                    let Ok(next) = revision.acquire(&self.rng, wire, Some(&replica)) else {
+                        return Err(Failure::Replica {
+                            service: service.name.clone(),
+                            source: e,
+                        });
                     };
                     tracing::debug!(
                         revision = %revision.name,
-                        failed = %replica.addr,
-                        next = %next.addr,
+                        failed = %replica.addr.http,
+                        next = %next.replica().addr.http,
                         error = %e,
                         "connect failed, retrying on another replica"
                     );
-                    replica = next;
+                    revision.stats.retries.inc();
+                    in_flight = next;
                     retried = true;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(Failure::Replica {
+                        service: service.name.clone(),
+                        source: e,
+                    });
+                }
             }
         }
     }
+
+    /// Turns a request's outcome into its response, and counts it.
+    pub(crate) fn finish(
+        &self,
+        trace: &Trace,
+        result: Result<Response<RouterBody>, Failure>,
+        wire: Wire,
+    ) -> Response<RouterBody> {
+        let service = trace.service_label();
+        let revision = trace.revision_name();
+        let revision_value = revision.and_then(|r| HeaderValue::from_str(r).ok());
+        let response = match result {
+            Ok(mut response) => {
+                if let Some(value) = revision_value {
+                    response.headers_mut().insert(REVISION_HEADER, value);
+                }
+                response
+            }
+            Err(failure) => {
+                if failure.is_rejection() {
+                    self.metrics.rejected(service, failure.kind());
+                    tracing::debug!(%service, kind = failure.kind(), error = %failure, "request refused");
+                } else {
+                    tracing::warn!(%service, revision = revision.unwrap_or(""), error = %failure, "request failed");
+                }
+                let mut response = match wire {
+                    Wire::Http => error(failure.status(), &failure.to_string()),
+                    Wire::Grpc => crate::grpc::status(failure.grpc_code(), &failure.to_string()),
+                };
+                if let Some(value) = revision_value {
+                    response.headers_mut().insert(REVISION_HEADER, value);
+                }
+                response
+            }
+        };
+        let code = response.status().as_u16();
+        let elapsed = trace.start.elapsed();
+        match &trace.revision {
+            Some((_, stats)) if code == 200 => {
+                stats.ok.inc();
+                stats.duration.observe(elapsed.as_secs_f64());
+            }
+            _ => self
+                .metrics
+                .answered(service, revision.unwrap_or(""), code, elapsed),
+        }
+        response
+    }
+
+    fn own_endpoint(&self, req: &Request<Incoming>) -> Option<Response<RouterBody>> {
+        let path = req.uri().path();
+        if !matches!(path, "/metrics" | "/v2/health/live" | "/v2/health/ready") {
+            return None;
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut response = error(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} takes GET"));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Some(response);
+        }
+        Some(match path {
+            "/metrics" => {
+                let mut response = Response::new(full(self.metrics.encode()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            "/v2/health/live" => json(StatusCode::OK, &serde_json::json!({ "live": true })),
+            _ => {
+                let routes = self.routes();
+                let mut waiting: Vec<&str> = routes
+                    .services
+                    .values()
+                    .filter(|s| !s.is_routable())
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if waiting.is_empty() {
+                    json(StatusCode::OK, &serde_json::json!({ "ready": true }))
+                } else {
+                    waiting.sort_unstable();
+                    let message = format!("no routable revision: {}", waiting.join(", "));
+                    json(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &serde_json::json!({ "ready": false, "error": message }),
+                    )
+                }
+            }
+        })
+    }
 }
 
-fn replica_uri(replica: &Replica, path: &str) -> Uri {
-    let uri = format!("http://{}{path}", replica.addr);
+/// The pinned revision, if the request names one.
+pub(crate) fn pin(headers: &HeaderMap) -> Result<Option<String>, Failure> {
+    headers
+        .get(REVISION_HEADER)
+        .map(|v| v.to_str().map(str::to_owned).map_err(|_| Failure::BadPin))
+        .transpose()
+}
+
+fn replica_uri(replica: &Replica, wire: Wire, path: &str) -> Uri {
+    let addr = match wire {
+        Wire::Http => replica.addr.http,
+        // A replica without a gRPC address never gets a slot for gRPC.
+        Wire::Grpc => replica.addr.grpc.unwrap_or(replica.addr.http),
+    };
+    let uri = format!("http://{addr}{path}");
     // The path came from a parsed URI and the authority is an address, so
     // this parses; the fallback only keeps the type total.
     uri.parse()
@@ -278,18 +513,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn error(status: StatusCode, message: &str, revision: Option<HeaderValue>) -> Response<RouterBody> {
-    let body = serde_json::json!({ "error": message }).to_string();
-    let mut response = Response::new(full(body));
+fn error(status: StatusCode, message: &str) -> Response<RouterBody> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<RouterBody> {
+    let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Some(revision) = revision {
-        headers.insert(REVISION_HEADER, revision);
-    }
     response
 }
 

@@ -1,7 +1,8 @@
-//! The route table: services, their revisions with traffic weights, and
-//! each revision's ready replicas. [`RouteTable`] is the plain description
-//! a caller builds; the router compiles it into [`Compiled`], which carries
-//! the per-replica in-flight counters.
+//! The route table: services, their revisions with traffic weights and
+//! states, and each revision's ready replicas. [`RouteTable`] is the plain
+//! description a caller builds; the router compiles it into [`Compiled`],
+//! which carries the per-replica in-flight counters and the per-revision
+//! statistics that outlive any one table.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::metrics::Metrics;
 use crate::rng::Rng;
+use crate::stats::{InFlight, RevisionStats, ServiceStats, Stats};
 
 /// Per-request timeout of a service built with [`ServiceRoute::new`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -34,7 +37,8 @@ impl RouteTable {
 }
 
 /// One service: its revisions, the revisions the tags `latest` and `prev`
-/// name, and how long a request may wait for a replica's response head.
+/// name, and how long a request may take from its arrival to the replica's
+/// response head (time spent held waiting for a replica included).
 #[derive(Debug, Clone)]
 pub struct ServiceRoute {
     pub revisions: Vec<RevisionRoute>,
@@ -79,22 +83,94 @@ impl ServiceRoute {
     }
 }
 
-/// One revision: its share of the service's traffic in percent and its
-/// ready replicas. A revision with no replica is not ready.
+/// Where a replica listens: HTTP always, gRPC when it serves gRPC too. A
+/// replica is known by its HTTP address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReplicaAddr {
+    pub http: SocketAddr,
+    pub grpc: Option<SocketAddr>,
+}
+
+impl ReplicaAddr {
+    pub fn new(http: SocketAddr, grpc: Option<SocketAddr>) -> Self {
+        Self { http, grpc }
+    }
+
+    /// A replica without a gRPC listener; gRPC calls skip it.
+    pub fn http_only(http: SocketAddr) -> Self {
+        Self { http, grpc: None }
+    }
+}
+
+impl From<SocketAddr> for ReplicaAddr {
+    fn from(http: SocketAddr) -> Self {
+        Self::http_only(http)
+    }
+}
+
+/// Whether a revision takes requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RevisionState {
+    /// Takes requests when it has a ready replica; with none it is not
+    /// routable.
+    #[default]
+    Serving,
+    /// Will have replicas soon (scaled to zero, or starting): routable even
+    /// with no replica; its requests are held until a replica is usable.
+    Activating,
+    /// Cannot serve (a failed model load, say): requests pinned to it, or
+    /// left with nowhere else to go, get a 503 with this reason.
+    Unavailable(String),
+}
+
+/// One revision: its share of the service's traffic in percent, its state,
+/// its ready replicas, and how many requests one replica takes at once
+/// (`container_concurrency`, 0 for no limit).
 #[derive(Debug, Clone)]
 pub struct RevisionRoute {
     pub name: String,
     pub percent: u32,
-    pub replicas: Vec<SocketAddr>,
+    pub replicas: Vec<ReplicaAddr>,
+    pub state: RevisionState,
+    pub container_concurrency: u32,
 }
 
 impl RevisionRoute {
-    pub fn new(name: impl Into<String>, percent: u32, replicas: Vec<SocketAddr>) -> Self {
+    /// A serving revision with no concurrency limit.
+    pub fn new(name: impl Into<String>, percent: u32, replicas: Vec<ReplicaAddr>) -> Self {
         Self {
             name: name.into(),
             percent,
             replicas,
+            state: RevisionState::Serving,
+            container_concurrency: 0,
         }
+    }
+
+    #[must_use]
+    pub fn with_state(mut self, state: RevisionState) -> Self {
+        self.state = state;
+        self
+    }
+
+    #[must_use]
+    pub fn with_container_concurrency(mut self, limit: u32) -> Self {
+        self.container_concurrency = limit;
+        self
+    }
+
+    /// Whether the weighted split may send requests here: serving with a
+    /// replica, or activating.
+    pub fn is_routable(&self) -> bool {
+        routable(&self.state, self.replicas.len())
+    }
+}
+
+fn routable(state: &RevisionState, replicas: usize) -> bool {
+    match state {
+        RevisionState::Serving => replicas > 0,
+        RevisionState::Activating => true,
+        RevisionState::Unavailable(_) => false,
     }
 }
 
@@ -113,7 +189,7 @@ pub enum RouteError {
         revision: String,
         percent: u32,
     },
-    #[error("service {service}: the ready revisions' traffic sums to {sum}%, not 100")]
+    #[error("service {service}: the routable revisions' traffic sums to {sum}%, not 100")]
     WeightSum { service: String, sum: u64 },
     #[error("service {service}: tag {tag} names revision {revision}, which the service lacks")]
     UnknownTag {
@@ -125,113 +201,191 @@ pub enum RouteError {
     ZeroTimeout { service: String },
 }
 
-/// A replica and the requests it is serving now.
+/// A replica's requests in flight, shared by every table that lists the
+/// replica's HTTP address.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaLoad {
+    in_flight: AtomicUsize,
+}
+
+/// A replica as one table lists it.
 #[derive(Debug)]
 pub(crate) struct Replica {
-    pub(crate) addr: SocketAddr,
-    in_flight: AtomicUsize,
+    pub(crate) addr: ReplicaAddr,
+    load: Arc<ReplicaLoad>,
 }
 
 impl Replica {
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.load.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Takes one request slot unless the replica already has `limit` (0:
+    /// no limit). The check and the increment are one atomic step, so two
+    /// requests never both take the last slot.
+    pub(crate) fn try_enter(&self, limit: u32) -> bool {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.load
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn leave(&self) {
+        self.load.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Holds one in-flight count on a replica until dropped.
-#[derive(Debug)]
-pub(crate) struct InFlight(Arc<Replica>);
-
-impl InFlight {
-    pub(crate) fn enter(replica: Arc<Replica>) -> Self {
-        replica.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(replica)
-    }
+/// Why no replica slot was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoSlot {
+    /// The revision has no replica for this protocol.
+    NoReplica,
+    /// Every such replica has `container_concurrency` requests.
+    AllBusy,
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
+/// Which listener of a replica a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wire {
+    Http,
+    Grpc,
 }
 
 #[derive(Debug)]
 pub(crate) struct Revision {
     pub(crate) name: String,
     percent: u32,
+    pub(crate) state: RevisionState,
+    container_concurrency: u32,
     pub(crate) replicas: Vec<Arc<Replica>>,
+    pub(crate) stats: Arc<RevisionStats>,
 }
 
 impl Revision {
-    /// Power of two choices: two distinct replicas at random (other than
-    /// `exclude`), the one with fewer requests in flight; a tie goes to the
-    /// first drawn.
-    pub(crate) fn pick_replica(
+    pub(crate) fn is_routable(&self) -> bool {
+        routable(&self.state, self.replicas.len())
+    }
+
+    /// Takes a slot on a replica (other than `exclude`) by power of two
+    /// choices among those under the concurrency limit: two distinct
+    /// replicas at random, the one with fewer requests in flight; a tie
+    /// goes to the first drawn.
+    pub(crate) fn acquire(
         &self,
         rng: &Rng,
+        wire: Wire,
         exclude: Option<&Arc<Replica>>,
-    ) -> Option<Arc<Replica>> {
-        let candidates: Vec<&Arc<Replica>> = self
-            .replicas
-            .iter()
-            .filter(|r| exclude.is_none_or(|x| !Arc::ptr_eq(r, x)))
-            .collect();
-        let n = candidates.len() as u64;
-        let index = |i: u64| usize::try_from(i).unwrap_or(0);
-        match n {
-            0 => None,
-            1 => Some(candidates[0].clone()),
-            _ => {
-                let i = rng.below(n);
-                let mut j = rng.below(n - 1);
-                if j >= i {
-                    j += 1;
-                }
-                let (a, b) = (candidates[index(i)], candidates[index(j)]);
-                Some(if b.in_flight() < a.in_flight() { b } else { a }.clone())
+    ) -> Result<InFlight, NoSlot> {
+        let limit = usize::try_from(self.container_concurrency).unwrap_or(usize::MAX);
+        let serves = |r: &&Arc<Replica>| {
+            exclude.is_none_or(|x| !Arc::ptr_eq(r, x))
+                && (wire == Wire::Http || r.addr.grpc.is_some())
+        };
+        if !self.replicas.iter().any(|r| serves(&r)) {
+            return Err(NoSlot::NoReplica);
+        }
+        // A slot can go between the choice and the increment; each such
+        // race means another request took it, so a few rounds suffice.
+        for _ in 0..=self.replicas.len() {
+            let candidates: Vec<&Arc<Replica>> = self
+                .replicas
+                .iter()
+                .filter(serves)
+                .filter(|r| limit == 0 || r.in_flight() < limit)
+                .collect();
+            let Some(chosen) = p2c(rng, &candidates) else {
+                return Err(NoSlot::AllBusy);
+            };
+            if chosen.try_enter(self.container_concurrency) {
+                return Ok(InFlight::new(Arc::clone(chosen), Arc::clone(&self.stats)));
             }
+        }
+        Err(NoSlot::AllBusy)
+    }
+}
+
+fn p2c<'a>(rng: &Rng, candidates: &[&'a Arc<Replica>]) -> Option<&'a Arc<Replica>> {
+    let n = candidates.len() as u64;
+    let index = |i: u64| usize::try_from(i).unwrap_or(0);
+    match n {
+        0 => None,
+        1 => Some(candidates[0]),
+        _ => {
+            let i = rng.below(n);
+            let mut j = rng.below(n - 1);
+            if j >= i {
+                j += 1;
+            }
+            let (a, b) = (candidates[index(i)], candidates[index(j)]);
+            Some(if b.in_flight() < a.in_flight() { b } else { a })
         }
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct Service {
+    pub(crate) name: String,
     pub(crate) revisions: Vec<Revision>,
     latest: Option<usize>,
     prev: Option<usize>,
     pub(crate) timeout: Duration,
+    pub(crate) stats: Arc<ServiceStats>,
 }
 
 impl Service {
-    /// Weighted choice among the ready revisions.
-    pub(crate) fn pick_revision(&self, rng: &Rng) -> Option<&Revision> {
-        let ready = || self.revisions.iter().filter(|r| !r.replicas.is_empty());
-        let total: u64 = ready().map(|r| u64::from(r.percent)).sum();
+    /// Weighted choice among the routable revisions (as an index).
+    pub(crate) fn pick_revision(&self, rng: &Rng) -> Option<usize> {
+        let routable = || {
+            self.revisions
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_routable())
+        };
+        let total: u64 = routable().map(|(_, r)| u64::from(r.percent)).sum();
         if total == 0 {
             return None;
         }
         let mut point = rng.below(total);
-        for revision in ready() {
+        for (i, revision) in routable() {
             let weight = u64::from(revision.percent);
             if point < weight {
-                return Some(revision);
+                return Some(i);
             }
             point -= weight;
         }
         None
     }
 
-    /// A revision by name, or by the tag `latest` or `prev`.
-    pub(crate) fn find_revision(&self, pin: &str) -> Option<&Revision> {
-        if let Some(r) = self.revisions.iter().find(|r| r.name == pin) {
-            return Some(r);
+    /// A revision (as an index) by name, or by the tag `latest` or `prev`.
+    pub(crate) fn find_revision(&self, pin: &str) -> Option<usize> {
+        if let Some(i) = self.revisions.iter().position(|r| r.name == pin) {
+            return Some(i);
         }
-        let tagged = match pin {
+        match pin {
             "latest" => self.latest,
             "prev" => self.prev,
             _ => None,
-        };
-        tagged.and_then(|i| self.revisions.get(i))
+        }
+    }
+
+    /// Whether some revision takes unpinned requests (the table's check
+    /// makes the routable revisions' weights sum to 100).
+    pub(crate) fn is_routable(&self) -> bool {
+        self.revisions.iter().any(Revision::is_routable)
+    }
+
+    /// An unavailable revision that would carry traffic, for the error of
+    /// a request that found no routable revision.
+    pub(crate) fn unavailable(&self) -> Option<(&str, &str)> {
+        self.revisions.iter().find_map(|r| match &r.state {
+            RevisionState::Unavailable(reason) if r.percent > 0 => {
+                Some((r.name.as_str(), reason.as_str()))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -242,33 +396,40 @@ pub(crate) struct Compiled {
 }
 
 impl Compiled {
-    /// Checks `table` and builds the routing form; a replica address that
-    /// `old` already has keeps its in-flight counter, so requests in flight
-    /// across a replacement are still counted.
-    pub(crate) fn compile(table: &RouteTable, old: &Compiled) -> Result<Self, RouteError> {
-        let known: HashMap<SocketAddr, &Arc<Replica>> = old
+    /// Checks `table` and builds the routing form. A replica whose HTTP
+    /// address `old` already lists keeps its in-flight counter, and every
+    /// revision gets the statistics `stats` keeps for its (service,
+    /// revision) pair, so counts survive a replacement. Nothing in `stats`
+    /// changes when the table is refused.
+    pub(crate) fn compile(
+        table: &RouteTable,
+        old: &Compiled,
+        stats: &mut Stats,
+        metrics: &Metrics,
+    ) -> Result<Self, RouteError> {
+        for (name, route) in &table.services {
+            check_service(name, route)?;
+        }
+        let known: HashMap<SocketAddr, &Arc<ReplicaLoad>> = old
             .services
             .values()
             .flat_map(|s| s.revisions.iter())
             .flat_map(|r| r.replicas.iter())
-            .map(|r| (r.addr, r))
+            .map(|r| (r.addr.http, &r.load))
             .collect();
-        let mut services = HashMap::with_capacity(table.services.len());
-        for (name, route) in &table.services {
-            services.insert(
-                name.clone(),
-                Arc::new(compile_service(name, route, &known)?),
-            );
-        }
+        let services = table
+            .services
+            .iter()
+            .map(|(name, route)| {
+                let service = build_service(name, route, &known, stats, metrics);
+                (name.clone(), Arc::new(service))
+            })
+            .collect();
         Ok(Self { services })
     }
 }
 
-fn compile_service(
-    name: &str,
-    route: &ServiceRoute,
-    known: &HashMap<SocketAddr, &Arc<Replica>>,
-) -> Result<Service, RouteError> {
+fn check_service(name: &str, route: &ServiceRoute) -> Result<(), RouteError> {
     let service = || name.to_owned();
     if name.is_empty() {
         return Err(RouteError::EmptyServiceName);
@@ -277,7 +438,6 @@ fn compile_service(
         return Err(RouteError::ZeroTimeout { service: service() });
     }
     let mut names = HashSet::new();
-    let mut revisions = Vec::with_capacity(route.revisions.len());
     for r in &route.revisions {
         if r.name.is_empty() {
             return Err(RouteError::EmptyRevisionName { service: service() });
@@ -295,163 +455,80 @@ fn compile_service(
                 percent: r.percent,
             });
         }
-        let mut seen = HashSet::new();
-        let replicas = r
-            .replicas
-            .iter()
-            .filter(|a| seen.insert(**a))
-            .map(|&addr| match known.get(&addr) {
-                Some(existing) => Arc::clone(existing),
-                None => Arc::new(Replica {
-                    addr,
-                    in_flight: AtomicUsize::new(0),
-                }),
-            })
-            .collect();
-        revisions.push(Revision {
-            name: r.name.clone(),
-            percent: r.percent,
-            replicas,
-        });
     }
-    let ready: Vec<&Revision> = revisions
-        .iter()
-        .filter(|r| !r.replicas.is_empty())
-        .collect();
-    let sum: u64 = ready.iter().map(|r| u64::from(r.percent)).sum();
-    if !ready.is_empty() && sum != 100 {
+    let routable: Vec<&RevisionRoute> =
+        route.revisions.iter().filter(|r| r.is_routable()).collect();
+    let sum: u64 = routable.iter().map(|r| u64::from(r.percent)).sum();
+    if !routable.is_empty() && sum != 100 {
         return Err(RouteError::WeightSum {
             service: service(),
             sum,
         });
     }
-    let tag = |tag: &'static str, target: &Option<String>| -> Result<Option<usize>, RouteError> {
-        match target {
-            None => Ok(None),
-            Some(t) => revisions
-                .iter()
-                .position(|r| &r.name == t)
-                .map(Some)
-                .ok_or_else(|| RouteError::UnknownTag {
-                    service: service(),
-                    tag,
-                    revision: t.clone(),
-                }),
+    for (tag, target) in [("latest", &route.latest), ("prev", &route.prev)] {
+        if let Some(t) = target
+            && !names.contains(t.as_str())
+        {
+            return Err(RouteError::UnknownTag {
+                service: service(),
+                tag,
+                revision: t.clone(),
+            });
         }
+    }
+    Ok(())
+}
+
+/// Builds a service that [`check_service`] accepted.
+fn build_service(
+    name: &str,
+    route: &ServiceRoute,
+    known: &HashMap<SocketAddr, &Arc<ReplicaLoad>>,
+    stats: &mut Stats,
+    metrics: &Metrics,
+) -> Service {
+    let revisions: Vec<Revision> = route
+        .revisions
+        .iter()
+        .map(|r| {
+            let mut seen = HashSet::new();
+            let replicas = r
+                .replicas
+                .iter()
+                .filter(|a| seen.insert(a.http))
+                .map(|&addr| {
+                    let load = known
+                        .get(&addr.http)
+                        .map_or_else(Arc::default, |l| Arc::clone(l));
+                    Arc::new(Replica { addr, load })
+                })
+                .collect();
+            Revision {
+                name: r.name.clone(),
+                percent: r.percent,
+                state: r.state.clone(),
+                container_concurrency: r.container_concurrency,
+                replicas,
+                stats: stats.revision(name, &r.name, metrics),
+            }
+        })
+        .collect();
+    let position = |target: &Option<String>| {
+        target
+            .as_ref()
+            .and_then(|t| revisions.iter().position(|r| &r.name == t))
     };
-    let latest = tag("latest", &route.latest)?;
-    let prev = tag("prev", &route.prev)?;
-    Ok(Service {
+    let latest = position(&route.latest);
+    let prev = position(&route.prev);
+    Service {
+        name: name.to_owned(),
         revisions,
         latest,
         prev,
         timeout: route.timeout,
-    })
+        stats: stats.service(name, metrics),
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    fn compile(route: ServiceRoute) -> Result<Compiled, RouteError> {
-        Compiled::compile(
-            &RouteTable::new().with_service("m", route),
-            &Compiled::default(),
-        )
-    }
-
-    #[test]
-    fn weights_must_sum_to_100_over_ready_revisions() {
-        let bad = ServiceRoute::new()
-            .with_revision(RevisionRoute::new("a", 50, vec![addr(1)]))
-            .with_revision(RevisionRoute::new("b", 40, vec![addr(2)]));
-        assert!(matches!(
-            compile(bad),
-            Err(RouteError::WeightSum { sum: 90, .. })
-        ));
-        // A revision with no replica does not count.
-        let ok = ServiceRoute::new()
-            .with_revision(RevisionRoute::new("a", 100, vec![addr(1)]))
-            .with_revision(RevisionRoute::new("b", 40, vec![]));
-        assert!(compile(ok).is_ok());
-        // Nothing ready: any weights.
-        let none = ServiceRoute::new().with_revision(RevisionRoute::new("a", 30, vec![]));
-        assert!(compile(none).is_ok());
-    }
-
-    #[test]
-    fn refuses_malformed_tables() {
-        let dup = ServiceRoute::new()
-            .with_revision(RevisionRoute::new("a", 100, vec![addr(1)]))
-            .with_revision(RevisionRoute::new("a", 0, vec![addr(2)]));
-        assert!(matches!(
-            compile(dup),
-            Err(RouteError::DuplicateRevision { .. })
-        ));
-        let over = ServiceRoute::new().with_revision(RevisionRoute::new("a", 101, vec![]));
-        assert!(matches!(
-            compile(over),
-            Err(RouteError::PercentOver100 { .. })
-        ));
-        let tag = ServiceRoute::new()
-            .with_revision(RevisionRoute::new("a", 100, vec![addr(1)]))
-            .with_tags(Some("zz"), None);
-        assert!(matches!(compile(tag), Err(RouteError::UnknownTag { .. })));
-        let zero = ServiceRoute::new().with_timeout(Duration::ZERO);
-        assert!(matches!(compile(zero), Err(RouteError::ZeroTimeout { .. })));
-        let empty = ServiceRoute::new().with_revision(RevisionRoute::new("", 100, vec![]));
-        assert!(matches!(
-            compile(empty),
-            Err(RouteError::EmptyRevisionName { .. })
-        ));
-    }
-
-    #[test]
-    fn counters_survive_a_replacement() {
-        let route = |replicas| {
-            RouteTable::new().with_service(
-                "m",
-                ServiceRoute::new().with_revision(RevisionRoute::new("a", 100, replicas)),
-            )
-        };
-        let first = Compiled::compile(&route(vec![addr(1)]), &Compiled::default());
-        let Ok(first) = first else {
-            panic!("table refused");
-        };
-        let replica = first.services["m"].revisions[0].replicas[0].clone();
-        let _held = InFlight::enter(replica);
-        let Ok(second) = Compiled::compile(&route(vec![addr(1), addr(2)]), &first) else {
-            panic!("table refused");
-        };
-        let counts: Vec<usize> = second.services["m"].revisions[0]
-            .replicas
-            .iter()
-            .map(|r| r.in_flight())
-            .collect();
-        assert_eq!(counts, vec![1, 0]);
-    }
-
-    #[test]
-    fn p2c_prefers_the_less_loaded_and_honours_exclude() {
-        let Ok(c) = compile(ServiceRoute::new().with_revision(RevisionRoute::new(
-            "a",
-            100,
-            vec![addr(1), addr(2)],
-        ))) else {
-            panic!("table refused");
-        };
-        let revision = &c.services["m"].revisions[0];
-        let _busy = InFlight::enter(revision.replicas[0].clone());
-        let rng = Rng::new(3);
-        for _ in 0..50 {
-            let picked = revision.pick_replica(&rng, None).map(|r| r.addr);
-            assert_eq!(picked, Some(addr(2)));
-        }
-        let other = revision.pick_replica(&rng, Some(&revision.replicas[1]));
-        assert_eq!(other.map(|r| r.addr), Some(addr(1)));
-    }
-}
+mod tests;

@@ -1,142 +1,25 @@
 //! The router in front of real HTTP backends on loopback.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use inferd_router::{
-    REVISION_HEADER, RevisionRoute, RouteTable, Router, RouterConfig, ServiceRoute,
-};
-use tokio::net::TcpListener;
+use common::{INFER, backend, client, dead_addr, router, send, service};
+use hyper::StatusCode;
+use inferd_router::{RevisionRoute, RouteTable};
 use tokio::sync::watch;
-
-/// A backend that answers `{id}:{request body}`; with a gate, it waits for
-/// the gate to open before answering.
-struct Backend {
-    addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-}
-
-async fn backend(id: &'static str, gate: Option<watch::Receiver<bool>>) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind backend");
-    let addr = listener.local_addr().expect("backend address");
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let counter = Arc::clone(&counter);
-            let gate = gate.clone();
-            let service = service_fn(move |req: Request<Incoming>| {
-                let counter = Arc::clone(&counter);
-                let gate = gate.clone();
-                async move {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                    let body = body.unwrap_or_default();
-                    if let Some(mut gate) = gate {
-                        let _ = gate.wait_for(|open| *open).await;
-                    }
-                    let mut answer = format!("{id}:").into_bytes();
-                    answer.extend_from_slice(&body);
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
-                }
-            });
-            tokio::spawn(async move {
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    Backend { addr, hits }
-}
-
-async fn router(table: &RouteTable, seed: u64) -> (Arc<Router>, SocketAddr) {
-    let config = RouterConfig {
-        seed,
-        ..RouterConfig::default()
-    };
-    let router = Arc::new(Router::new(table, &config).expect("route table"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
-    let addr = listener.local_addr().expect("router address");
-    tokio::spawn(inferd_router::serve(
-        listener,
-        Arc::clone(&router),
-        std::future::pending(),
-    ));
-    (router, addr)
-}
-
-fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
-}
-
-struct Answer {
-    status: StatusCode,
-    revision: Option<String>,
-    body: String,
-}
-
-async fn send(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    router: SocketAddr,
-    path: &str,
-    pin: Option<&str>,
-) -> Answer {
-    let mut req = Request::post(format!("http://{router}{path}"));
-    if let Some(pin) = pin {
-        req = req.header(REVISION_HEADER, pin);
-    }
-    let req = req
-        .body(Full::new(Bytes::from_static(b"payload")))
-        .expect("request");
-    let response = client.request(req).await.expect("router answers");
-    let status = response.status();
-    let revision = response
-        .headers()
-        .get(REVISION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Answer {
-        status,
-        revision,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-fn service(revisions: Vec<RevisionRoute>) -> ServiceRoute {
-    revisions
-        .into_iter()
-        .fold(ServiceRoute::new(), ServiceRoute::with_revision)
-}
-
-const INFER: &str = "/v2/models/iris/infer";
 
 #[tokio::test]
 async fn requests_reach_backends_and_name_the_revision() {
     let (a, b) = (backend("a", None).await, backend("b", None).await);
     let table = RouteTable::new().with_service(
         "iris",
-        service(vec![RevisionRoute::new("r1", 100, vec![a.addr, b.addr])]),
+        service(vec![RevisionRoute::new(
+            "r1",
+            100,
+            vec![a.replica(), b.replica()],
+        )]),
     );
     let (_router, addr) = router(&table, 1).await;
     let client = client();
@@ -165,8 +48,8 @@ async fn all_or_nothing_splits_route_to_one_revision() {
         RouteTable::new().with_service(
             "iris",
             service(vec![
-                RevisionRoute::new("r1", first, vec![a.addr]),
-                RevisionRoute::new("r2", second, vec![b.addr]),
+                RevisionRoute::new("r1", first, vec![a.replica()]),
+                RevisionRoute::new("r2", second, vec![b.replica()]),
             ]),
         )
     };
@@ -191,8 +74,8 @@ async fn an_80_20_split_lands_near_80_20() {
     let table = RouteTable::new().with_service(
         "iris",
         service(vec![
-            RevisionRoute::new("r1", 80, vec![a.addr]),
-            RevisionRoute::new("r2", 20, vec![b.addr]),
+            RevisionRoute::new("r1", 80, vec![a.replica()]),
+            RevisionRoute::new("r2", 20, vec![b.replica()]),
         ]),
     );
     let (_router, addr) = router(&table, 42).await;
@@ -218,8 +101,8 @@ async fn a_header_pins_a_revision_by_name_or_tag() {
     let table = RouteTable::new().with_service(
         "iris",
         service(vec![
-            RevisionRoute::new("r1", 100, vec![a.addr]),
-            RevisionRoute::new("r2", 0, vec![b.addr]),
+            RevisionRoute::new("r1", 100, vec![a.replica()]),
+            RevisionRoute::new("r2", 0, vec![b.replica()]),
         ])
         .with_tags(Some("r2"), Some("r1")),
     );
@@ -253,7 +136,7 @@ async fn p2c_prefers_the_idle_replica() {
         service(vec![RevisionRoute::new(
             "r1",
             100,
-            vec![slow.addr, fast.addr],
+            vec![slow.replica(), fast.replica()],
         )]),
     );
     let (router, addr) = router(&table, 4).await;
@@ -297,14 +180,15 @@ async fn p2c_prefers_the_idle_replica() {
 
 #[tokio::test]
 async fn a_dead_replica_is_retried_on_a_live_one() {
-    let dead = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        listener.local_addr().expect("address")
-    };
+    let dead = dead_addr().await.into();
     let live = backend("live", None).await;
     let table = RouteTable::new().with_service(
         "iris",
-        service(vec![RevisionRoute::new("r1", 100, vec![dead, live.addr])]),
+        service(vec![RevisionRoute::new(
+            "r1",
+            100,
+            vec![dead, live.replica()],
+        )]),
     );
     let (router, addr) = router(&table, 5).await;
     let client = client();
@@ -324,14 +208,14 @@ async fn unknown_service_is_404() {
     let a = backend("a", None).await;
     let table = RouteTable::new().with_service(
         "iris",
-        service(vec![RevisionRoute::new("r1", 100, vec![a.addr])]),
+        service(vec![RevisionRoute::new("r1", 100, vec![a.replica()])]),
     );
     let (router, addr) = router(&table, 6).await;
     let client = client();
     for path in [
         "/v2/models/nope/infer",
         "/v1/models/nope:predict",
-        "/v2/health/ready",
+        "/v2/repository/index",
     ] {
         let answer = send(&client, addr, path, None).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
@@ -362,7 +246,7 @@ async fn a_slow_replica_times_out_with_504() {
     let stuck = backend("stuck", Some(gate)).await;
     let table = RouteTable::new().with_service(
         "iris",
-        service(vec![RevisionRoute::new("r1", 100, vec![stuck.addr])])
+        service(vec![RevisionRoute::new("r1", 100, vec![stuck.replica()])])
             .with_timeout(Duration::from_millis(300)),
     );
     let (router, addr) = router(&table, 8).await;

@@ -1,0 +1,444 @@
+//! http(s) downloads against a small HTTP server in the test: it serves a map
+//! of paths and counts the requests it gets.
+
+use inferd_storage::{FetchRequest, Fetched, Progress, Storage, StorageError};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+fn iris() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/iris/model.onnx");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What the server answers for one path.
+#[derive(Clone)]
+struct Route {
+    body: Vec<u8>,
+    etag: Option<String>,
+    /// Announce this many more bytes than the body has, then close.
+    short_by: u64,
+}
+
+impl Route {
+    fn file(body: Vec<u8>, etag: &str) -> Route {
+        Route {
+            body,
+            etag: Some(format!("\"{etag}\"")),
+            short_by: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    routes: Mutex<HashMap<String, Route>>,
+    gets: AtomicU64,
+    heads: AtomicU64,
+}
+
+struct Server {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(State::default());
+        let shared = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    // A client that goes away mid-answer is not the test's concern.
+                    let _ = serve(socket, &state).await;
+                });
+            }
+        });
+        Server { addr, state, task }
+    }
+
+    fn route(&self, path: &str, route: Route) {
+        self.state
+            .routes
+            .lock()
+            .expect("routes")
+            .insert(path.to_string(), route);
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn gets(&self) -> u64 {
+        self.state.gets.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> u64 {
+        self.gets() + self.state.heads.load(Ordering::SeqCst)
+    }
+}
+
+/// Answers one request and closes the connection.
+async fn serve(socket: TcpStream, state: &State) -> std::io::Result<()> {
+    let mut reader = BufReader::new(socket);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).await?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).await? == 0 || header == "\r\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let head = match method.as_str() {
+        "HEAD" => {
+            state.heads.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+        "GET" => {
+            state.gets.fetch_add(1, Ordering::SeqCst);
+            false
+        }
+        _ => {
+            let socket = reader.get_mut();
+            socket
+                .write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await?;
+            return socket.shutdown().await;
+        }
+    };
+    let route = state.routes.lock().expect("routes").get(&path).cloned();
+    let socket = reader.get_mut();
+    let Some(route) = route else {
+        socket
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await?;
+        return socket.shutdown().await;
+    };
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nLast-Modified: Sun, 01 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n",
+        route.body.len() as u64 + route.short_by
+    );
+    if let Some(etag) = &route.etag {
+        answer.push_str(&format!("ETag: {etag}\r\n"));
+    }
+    answer.push_str("\r\n");
+    socket.write_all(answer.as_bytes()).await?;
+    if !head {
+        socket.write_all(&route.body).await?;
+    }
+    socket.shutdown().await
+}
+
+/// Records what the storage reports.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    advanced: AtomicU64,
+}
+
+impl Progress for Recorder {
+    fn start(&self, uri: &str, total_bytes: Option<u64>) {
+        self.events
+            .lock()
+            .expect("events")
+            .push(format!("start {uri} {total_bytes:?}"));
+    }
+    fn advance(&self, bytes: u64) {
+        self.advanced.fetch_add(bytes, Ordering::SeqCst);
+    }
+    fn finish(&self, uri: &str) {
+        self.events
+            .lock()
+            .expect("events")
+            .push(format!("finish {uri}"));
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    server: Server,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+            server: Server::start().await,
+        }
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn storage(&self) -> Storage {
+        Storage::new(self.cache()).with_process_env(false)
+    }
+
+    async fn fetch(
+        &self,
+        storage: &Storage,
+        path: &str,
+        sha256: Option<&str>,
+    ) -> Result<Fetched, StorageError> {
+        let uri = self.server.url(path);
+        let req = FetchRequest {
+            uri: &uri,
+            base: self.dir.path(),
+            sha256,
+        };
+        storage.fetch(&req).await
+    }
+
+    /// Entries under `cache/<sub>`, none when it does not exist.
+    fn entries(&self, sub: &str) -> Vec<PathBuf> {
+        match std::fs::read_dir(self.cache().join(sub)) {
+            Ok(dir) => dir.map(|e| e.expect("entry").path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn assert_nothing_kept(&self) {
+        assert_eq!(self.entries("sha256"), Vec::<PathBuf>::new(), "sha256/");
+        assert_eq!(self.entries("tmp"), Vec::<PathBuf>::new(), "tmp/");
+        assert_eq!(self.entries("uris"), Vec::<PathBuf>::new(), "uris/");
+    }
+}
+
+#[tokio::test]
+async fn downloads_verifies_and_then_serves_from_the_cache() {
+    let f = Fixture::new().await;
+    let model = iris();
+    let digest = sha256_hex(&model);
+    f.server
+        .route("/models/iris.onnx", Route::file(model.clone(), "v1"));
+    let recorder = Arc::new(Recorder::default());
+    let storage = f.storage().with_progress(recorder.clone());
+
+    let got = f
+        .fetch(&storage, "/models/iris.onnx", Some(&digest))
+        .await
+        .expect("download");
+    let expected_path = f.cache().join("sha256").join(&digest).join("iris.onnx");
+    assert_eq!(
+        got,
+        Fetched {
+            path: expected_path.clone(),
+            sha256: digest.clone(),
+            bytes: model.len() as u64,
+            cached: false,
+        }
+    );
+    assert_eq!(std::fs::read(&expected_path).expect("read"), model);
+    assert_eq!(f.server.gets(), 1);
+    let uri = f.server.url("/models/iris.onnx");
+    assert_eq!(
+        *recorder.events.lock().expect("events"),
+        vec![
+            format!("start {uri} Some({})", model.len()),
+            format!("finish {uri}")
+        ]
+    );
+    assert_eq!(recorder.advanced.load(Ordering::SeqCst), model.len() as u64);
+
+    // Same URI: one HEAD finds the same ETag and size, no download.
+    let again = f
+        .fetch(&storage, "/models/iris.onnx", None)
+        .await
+        .expect("cached");
+    assert_eq!(
+        again,
+        Fetched {
+            cached: true,
+            ..got.clone()
+        }
+    );
+    assert_eq!(f.server.gets(), 1, "no second GET");
+    assert_eq!(f.server.requests(), 2, "one HEAD");
+
+    // With the expected digest already cached, not even a HEAD.
+    let pinned = f
+        .fetch(&storage, "/models/iris.onnx", Some(&digest))
+        .await
+        .expect("cached");
+    assert!(pinned.cached);
+    assert_eq!(f.server.requests(), 2, "no request at all");
+    assert_eq!(f.entries("tmp"), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn a_changed_object_is_downloaded_again() {
+    let f = Fixture::new().await;
+    let storage = f.storage();
+    f.server
+        .route("/m.onnx", Route::file(b"first".to_vec(), "1"));
+    let first = f.fetch(&storage, "/m.onnx", None).await.expect("first");
+    f.server
+        .route("/m.onnx", Route::file(b"second!".to_vec(), "2"));
+    let second = f.fetch(&storage, "/m.onnx", None).await.expect("second");
+    assert!(!second.cached);
+    assert_eq!(second.sha256, sha256_hex(b"second!"));
+    assert_ne!(first.path, second.path);
+    assert_eq!(std::fs::read(&second.path).expect("read"), b"second!");
+    assert_eq!(f.server.gets(), 2);
+}
+
+#[tokio::test]
+async fn missing_file_is_not_found() {
+    let f = Fixture::new().await;
+    let e = f
+        .fetch(&f.storage(), "/models/missing.onnx", None)
+        .await
+        .expect_err("404");
+    assert_eq!(e.kind(), "not_found", "{e}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&f.server.url("/models/missing.onnx")),
+        "{text}"
+    );
+    assert!(text.contains("not found"), "{text}");
+    assert_eq!(f.entries("sha256"), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn wrong_sha256_keeps_nothing() {
+    let f = Fixture::new().await;
+    let model = iris();
+    f.server
+        .route("/iris.onnx", Route::file(model.clone(), "v1"));
+    let wrong = sha256_hex(b"something else");
+    let e = f
+        .fetch(&f.storage(), "/iris.onnx", Some(&wrong))
+        .await
+        .expect_err("mismatch");
+    assert_eq!(e.kind(), "checksum_mismatch", "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&wrong), "{text}");
+    assert!(text.contains(&sha256_hex(&model)), "{text}");
+    f.assert_nothing_kept();
+}
+
+#[tokio::test]
+async fn truncated_response_is_an_error_and_keeps_nothing() {
+    let f = Fixture::new().await;
+    f.server.route(
+        "/iris.onnx",
+        Route {
+            body: iris(),
+            etag: None,
+            short_by: 100,
+        },
+    );
+    let recorder = Arc::new(Recorder::default());
+    let e = f
+        .fetch(
+            &f.storage().with_progress(recorder.clone()),
+            "/iris.onnx",
+            None,
+        )
+        .await
+        .expect_err("truncated");
+    assert!(
+        matches!(e.kind(), "remote" | "size_mismatch"),
+        "{e}: {:?}",
+        std::error::Error::source(&e)
+    );
+    f.assert_nothing_kept();
+    // The progress bar was ended all the same.
+    let events = recorder.events.lock().expect("events");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[1].starts_with("finish "), "{events:?}");
+}
+
+#[tokio::test]
+async fn over_the_size_limit_is_refused() {
+    let f = Fixture::new().await;
+    f.server.route("/iris.onnx", Route::file(iris(), "v1"));
+    let e = f
+        .fetch(&f.storage().with_max_bytes(100), "/iris.onnx", None)
+        .await
+        .expect_err("too large");
+    assert_eq!(e.kind(), "too_large", "{e}");
+    f.assert_nothing_kept();
+}
+
+#[tokio::test]
+async fn url_without_a_model_extension_is_one_file() {
+    let f = Fixture::new().await;
+    f.server
+        .route("/files/weights", Route::file(b"w".to_vec(), "w"));
+    f.server.route("/", Route::file(b"root".to_vec(), "r"));
+    let got = f
+        .fetch(&f.storage(), "/files/weights", None)
+        .await
+        .expect("weights");
+    assert_eq!(
+        got.path.file_name().and_then(|n| n.to_str()),
+        Some("weights")
+    );
+    let got = f.fetch(&f.storage(), "/", None).await.expect("root URL");
+    assert_eq!(got.path.file_name().and_then(|n| n.to_str()), Some("model"));
+    assert_eq!(std::fs::read(&got.path).expect("read"), b"root");
+    // A folder URL cannot be listed over http.
+    let e = f
+        .fetch(&f.storage(), "/files/", None)
+        .await
+        .expect_err("folder URL");
+    assert_eq!(e.kind(), "bad_uri", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_fetches_of_one_uri_agree() {
+    let f = Fixture::new().await;
+    let model = iris();
+    f.server
+        .route("/iris.onnx", Route::file(model.clone(), "v1"));
+    let uri = f.server.url("/iris.onnx");
+    let base = f.dir.path().to_path_buf();
+    let storage = f.storage();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (storage, uri, base) = (storage.clone(), uri.clone(), base.clone());
+            tokio::spawn(async move { storage.fetch(&FetchRequest::new(&uri, &base)).await })
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for task in tasks {
+        let got = task.await.expect("join").expect("fetch");
+        paths.push(got.path);
+    }
+    paths.dedup();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    assert_eq!(std::fs::read(&paths[0]).expect("read"), model);
+    assert_eq!(f.entries("tmp"), Vec::<PathBuf>::new());
+    // The index names that one file.
+    let index: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&f.entries("uris")[0]).expect("index"))
+            .expect("json");
+    assert_eq!(index["uri"], uri.as_str());
+}

@@ -1,14 +1,14 @@
-//! Body wrappers: a request body that a retry can take back while no byte
-//! of the client's stream has been sent (after a prefix the router already
-//! read), a response body that holds the replica's in-flight count until
-//! the response is done, and small bodies the router makes itself.
+//! Body wrappers: a request body that a retry can send again (the part the
+//! router read, then the client's stream while no attempt has taken it), a
+//! response body that holds the replica's in-flight count until the
+//! response is done, and small bodies the router makes itself.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::HeaderMap;
@@ -19,15 +19,40 @@ use crate::stats::InFlight;
 /// The body type of every response the router returns.
 pub type RouterBody = BoxBody<Bytes, hyper::Error>;
 
-/// Holds the client's request body until an attempt starts sending it.
-/// `prefix` is what the router read of it already (the first gRPC message);
-/// every attempt sends it again before the rest.
+/// Why an attempt's request body failed.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An attempt that a retry replaced polled the client's stream.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body went to a later attempt")]
+struct Superseded;
+
+/// The client's stream past the part the router read, and the attempt
+/// allowed to take it.
+#[derive(Debug)]
+struct Rest {
+    body: Option<Incoming>,
+    /// Moved on by each retry, so that an attempt being torn down cannot
+    /// take the stream from the one that replaced it.
+    attempt: u32,
+}
+
+/// Holds the client's request body for the attempts that send it. `prefix`
+/// is what the router read of it already (the first gRPC message, or the
+/// whole body up to the retry buffer's bound); every attempt sends it again
+/// before the rest, which only one attempt can stream.
 #[derive(Debug, Clone)]
 pub(crate) struct BodySlot {
     prefix: Bytes,
-    body: Arc<Mutex<Option<Incoming>>>,
+    /// The client's trailers, when the body ended within the part read.
+    trailers: Option<HeaderMap>,
+    rest: Arc<Mutex<Rest>>,
     hint: SizeHint,
+    /// Whether the part read is the whole body.
     end: bool,
+    /// Whether [`BodySlot::fill`] may read on: not for a stream whose
+    /// client waits for answers before it sends more.
+    fill: bool,
 }
 
 impl BodySlot {
@@ -37,6 +62,10 @@ impl BodySlot {
 
     /// `rest` is None when the router read the whole body into `prefix`.
     pub(crate) fn with_prefix(prefix: Bytes, rest: Option<Incoming>) -> Self {
+        Self::build(prefix, None, rest)
+    }
+
+    fn build(prefix: Bytes, trailers: Option<HeaderMap>, rest: Option<Incoming>) -> Self {
         let len = prefix.len() as u64;
         let (hint, end) = match &rest {
             Some(body) => (body.size_hint(), body.is_end_stream()),
@@ -49,66 +78,176 @@ impl BodySlot {
         }
         Self {
             prefix,
-            body: Arc::new(Mutex::new(rest)),
+            trailers,
+            // An ended stream has nothing left to take.
+            rest: Arc::new(Mutex::new(Rest {
+                body: rest.filter(|_| !end),
+                attempt: 0,
+            })),
             hint: total,
             end,
+            fill: true,
         }
     }
 
-    /// Whether no attempt has started reading the client's stream.
-    pub(crate) fn untouched(&self) -> bool {
-        self.end
-            || self
-                .body
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some()
+    /// Marks a body that must stream as it comes: [`BodySlot::fill`]
+    /// leaves it alone.
+    pub(crate) fn streaming(mut self) -> Self {
+        self.fill = false;
+        self
     }
 
-    /// A body for one attempt; it takes the client's body on its first poll
-    /// after the prefix.
+    /// Reads on from the client's stream until it ends or the part read
+    /// holds more than `limit` bytes (by at most one frame), so that a retry
+    /// can send it again after an attempt sent it. A body that announces
+    /// more than `limit` bytes is not read: it streams, as does whatever is
+    /// left past the bound.
+    pub(crate) async fn fill(self, limit: usize) -> Result<Self, hyper::Error> {
+        if !self.fill || self.end || limit == 0 {
+            return Ok(self);
+        }
+        let limit = limit as u64;
+        let mut read = self.prefix.len() as u64;
+        let taken = self
+            .rest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .body
+            .take();
+        let Some(mut body) = taken else {
+            return Ok(self);
+        };
+        if body.size_hint().lower().saturating_add(read) > limit {
+            self.rest
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .body = Some(body);
+            return Ok(self);
+        }
+        let mut chunks = Vec::new();
+        if !self.prefix.is_empty() {
+            chunks.push(self.prefix.clone());
+        }
+        let mut trailers = None;
+        let mut ended = false;
+        while read <= limit {
+            match body.frame().await.transpose()? {
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(frame) => match frame.into_data() {
+                    Ok(data) => {
+                        read = read.saturating_add(data.len() as u64);
+                        chunks.push(data);
+                    }
+                    Err(frame) => {
+                        // Trailers end a body.
+                        trailers = frame.into_trailers().ok();
+                        ended = true;
+                        break;
+                    }
+                },
+            }
+            if body.is_end_stream() {
+                ended = true;
+                break;
+            }
+        }
+        let prefix = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => {
+                let mut joined = BytesMut::with_capacity(usize::try_from(read).unwrap_or(0));
+                for chunk in &chunks {
+                    joined.extend_from_slice(chunk);
+                }
+                joined.freeze()
+            }
+        };
+        Ok(Self::build(prefix, trailers, (!ended).then_some(body)).streaming())
+    }
+
+    /// Hands the body to the next attempt, if none of the client's stream
+    /// is lost: the part read is kept, and the rest must not have been
+    /// taken. From then on, earlier attempts cannot take it.
+    pub(crate) fn retry(&self) -> bool {
+        if self.end {
+            return true;
+        }
+        let mut rest = self.rest.lock().unwrap_or_else(PoisonError::into_inner);
+        if rest.body.is_none() {
+            return false;
+        }
+        rest.attempt = rest.attempt.wrapping_add(1);
+        true
+    }
+
+    /// A body for one attempt: the part read, then the client's stream,
+    /// taken on the first poll past the part read.
     pub(crate) fn attempt(&self) -> LazyBody {
+        let attempt = self
+            .rest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .attempt;
         LazyBody {
             prefix: (!self.prefix.is_empty()).then(|| self.prefix.clone()),
+            trailers: self.trailers.clone(),
             slot: self.clone(),
+            attempt,
             body: None,
         }
     }
 }
 
-/// Streams the client's body, taken from its slot on the first poll.
+/// One attempt's request body.
 #[derive(Debug)]
 pub(crate) struct LazyBody {
     prefix: Option<Bytes>,
+    trailers: Option<HeaderMap>,
     slot: BodySlot,
+    attempt: u32,
     body: Option<Incoming>,
 }
 
 impl Body for LazyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(prefix) = self.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
+        if self.slot.end {
+            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+        }
         if self.body.is_none() {
-            let taken = self
-                .slot
-                .body
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
+            let taken = {
+                let mut rest = self
+                    .slot
+                    .rest
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if rest.attempt == self.attempt {
+                    rest.body.take()
+                } else {
+                    None
+                }
+            };
             match taken {
                 Some(body) => self.body = Some(body),
-                None => return Poll::Ready(None),
+                // Ending here would send a cut body as if whole.
+                None => return Poll::Ready(Some(Err(Superseded.into()))),
             }
         }
         match self.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
+            Some(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(BoxError::from))),
             None => Poll::Ready(None),
         }
     }
@@ -117,10 +256,10 @@ impl Body for LazyBody {
         if self.prefix.is_some() {
             return false;
         }
-        match &self.body {
-            Some(body) => body.is_end_stream(),
-            None => self.slot.end,
+        if self.slot.end {
+            return self.trailers.is_none();
         }
+        self.body.as_ref().is_some_and(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {

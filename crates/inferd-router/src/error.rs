@@ -56,6 +56,8 @@ pub(crate) enum Failure {
     },
     #[error("a gRPC message of {size} bytes is over the router's limit of {limit}")]
     MessageTooLarge { size: u64, limit: usize },
+    #[error("the request body broke off: {0}")]
+    RequestBody(#[source] hyper::Error),
     #[error("malformed gRPC request: {0}")]
     BadMessage(&'static str),
     #[error("{0}")]
@@ -72,7 +74,7 @@ impl Failure {
             | Self::NoReplica { .. }
             | Self::NoRevisionReplica { .. }
             | Self::NoGrpcReplica => "no_route",
-            Self::BadPin | Self::BadMessage(_) => "bad_request",
+            Self::BadPin | Self::BadMessage(_) | Self::RequestBody(_) => "bad_request",
             Self::Unavailable { .. } => "unavailable",
             Self::HeldQueueFull { .. } => "held_queue_full",
             Self::HoldTimeout { .. } => "hold_timeout",
@@ -94,7 +96,7 @@ impl Failure {
             Self::NoModel | Self::UnknownService(_) | Self::UnknownRevision { .. } => {
                 StatusCode::NOT_FOUND
             }
-            Self::BadPin | Self::BadMessage(_) => StatusCode::BAD_REQUEST,
+            Self::BadPin | Self::BadMessage(_) | Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             Self::NoReplica { .. }
             | Self::NoRevisionReplica { .. }
             | Self::NoGrpcReplica
@@ -112,7 +114,7 @@ impl Failure {
             Self::NoModel | Self::UnknownService(_) | Self::UnknownRevision { .. } => {
                 GrpcCode::NotFound
             }
-            Self::BadPin | Self::BadMessage(_) => GrpcCode::InvalidArgument,
+            Self::BadPin | Self::BadMessage(_) | Self::RequestBody(_) => GrpcCode::InvalidArgument,
             Self::NoReplica { .. }
             | Self::NoRevisionReplica { .. }
             | Self::NoGrpcReplica

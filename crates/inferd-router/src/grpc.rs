@@ -2,10 +2,13 @@
 //! model name in their first message, forwarded over HTTP/2 to a replica's
 //! gRPC listener with the response (trailers included) streamed back.
 //!
-//! The router reads only the first message (5-byte prefix: compressed flag
-//! and big-endian length), and of it only the model name field; it never
-//! decodes a whole request. Errors it makes itself are trailers-only
-//! responses: HTTP 200 with `grpc-status` and `grpc-message` in the head.
+//! To route a call, the router reads its first message (5-byte prefix:
+//! compressed flag and big-endian length), and of it only the model name
+//! field; it never decodes a whole request. A unary call's body is then
+//! read whole, up to the retry buffer's bound, so that a call that a
+//! replica lost before answering can go to another; `ModelStreamInfer`
+//! streams. Errors the router makes itself are trailers-only responses:
+//! HTTP 200 with `grpc-status` and `grpc-message` in the head.
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -26,6 +29,8 @@ const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 /// and `HealthCheckResponse { status: SERVING }`: field 1, varint 1.
 const TRUE: &[u8] = &[0x08, 0x01];
 const PREFIX: usize = 5;
+/// The one streaming method; every other is unary.
+const STREAM_INFER: &str = "ModelStreamInfer";
 
 impl Router {
     /// Routes one gRPC call and returns the response to send to the client.
@@ -56,6 +61,7 @@ impl Router {
             return Err(Failure::Unimplemented(message));
         };
         let field = model_field(method);
+        let streaming = method == STREAM_INFER;
         let pin = pin(req.headers())?;
         let (parts, mut body) = req.into_parts();
         let (slot, model) = match field {
@@ -70,6 +76,10 @@ impl Router {
             }
             None => (BodySlot::new(body), None),
         };
+        // A unary call's body is one message, read whole (up to the retry
+        // buffer's bound) so that a retry can send it again; a stream's
+        // client may wait for answers before it sends more.
+        let slot = if streaming { slot.streaming() } else { slot };
         let dispatched = match model.filter(|m| !m.is_empty()) {
             Some(name) => {
                 self.dispatch(&name, pin.as_deref(), Wire::Grpc, trace)

@@ -8,9 +8,21 @@
 //! activating), or pinned with the `x-inferd-revision` header (gRPC
 //! metadata), by name or by the tags `latest` and `prev`; then a replica by
 //! power of two choices on requests in flight, among those under the
-//! revision's `container_concurrency`. Bodies stream both ways, gRPC
-//! trailers included. A connect failure before any byte of the client's
-//! body was sent is retried once on another replica of the same revision.
+//! revision's `container_concurrency`. Responses stream, gRPC trailers
+//! included; request bodies stream past a bound.
+//!
+//! Inference requests are idempotent, so a request whose replica fails at
+//! the transport level before the response head (connection refused,
+//! reset or closed, the HTTP/1 response cut short, the HTTP/2 stream reset)
+//! is retried once on another replica of the same revision, chosen the
+//! same way, if one has a free slot; otherwise the client gets 502 (gRPC:
+//! UNAVAILABLE). So that a retry can send the body again, the router reads
+//! request bodies up to [`RouterConfig::retry_buffer_bytes`] whole before
+//! sending them (gRPC: unary calls, whose first message it reads anyway to
+//! route them); a longer body streams, and is retried only while none of
+//! it past the part read was sent. A response head, an error status
+//! included, is never retried, nor is a request past its service's
+//! timeout.
 //!
 //! A request that finds no usable replica (its revision is activating from
 //! zero, or every replica is at its limit) is held until one is, within the

@@ -94,7 +94,7 @@ impl Metrics {
         let retries = Family::<RevisionLabels, Counter>::default();
         registry.register(
             "retries",
-            "Requests sent to a second replica after connecting to the first failed",
+            "Requests sent to a second replica after the first failed before its response head",
             retries.clone(),
         );
         let rejected = Family::<RejectLabels, Counter>::default();

@@ -51,6 +51,12 @@ pub struct RouterConfig {
     /// Largest first gRPC message the router reads to find the model name;
     /// a larger one gets RESOURCE_EXHAUSTED.
     pub max_grpc_message_bytes: usize,
+    /// Largest request body the router reads whole before sending it, so
+    /// that it can send it again to another replica when the first fails
+    /// before its response head; 0 reads none. A longer body streams, and
+    /// is retried only while none of it past the part read was sent. Costs
+    /// up to this much memory per request in flight.
+    pub retry_buffer_bytes: usize,
 }
 
 impl Default for RouterConfig {
@@ -62,6 +68,7 @@ impl Default for RouterConfig {
             pool_idle_timeout: Duration::from_secs(90),
             max_held_requests: 1000,
             max_grpc_message_bytes: 64 << 20,
+            retry_buffer_bytes: 1 << 20,
         }
     }
 }
@@ -106,6 +113,7 @@ pub struct Router {
     hook: RwLock<Hook>,
     pub(crate) max_held: usize,
     pub(crate) max_grpc_message: usize,
+    retry_buffer: usize,
 }
 
 impl Router {
@@ -133,6 +141,7 @@ impl Router {
             hook: RwLock::new(Hook::default()),
             max_held: config.max_held_requests,
             max_grpc_message: config.max_grpc_message_bytes,
+            retry_buffer: config.retry_buffer_bytes,
         })
     }
 
@@ -253,7 +262,8 @@ impl Router {
             .await
     }
 
-    /// [`Router::forward`] bounded by the request's deadline.
+    /// [`Router::forward`] bounded by the request's deadline (reading the
+    /// client's body included).
     pub(crate) async fn forward_until(
         &self,
         parts: request::Parts,
@@ -275,9 +285,10 @@ impl Router {
         }
     }
 
-    /// Sends the request on its slot's replica; when connecting fails
-    /// before any byte of the client's stream was sent, once more to another
-    /// replica of the revision that has a free slot.
+    /// Reads the body up to the retry buffer's bound, then sends the
+    /// request on its slot's replica; when that fails at the transport
+    /// level before the response head, once more to another replica of the
+    /// revision that has a free slot, if the body can be sent again.
     async fn forward(
         &self,
         parts: request::Parts,
@@ -291,6 +302,10 @@ impl Router {
             slot: mut in_flight,
         } = dispatched;
         let revision = &service.revisions[revision];
+        let slot = slot
+            .fill(self.retry_buffer)
+            .await
+            .map_err(Failure::RequestBody)?;
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(REVISION_HEADER);
@@ -320,37 +335,37 @@ impl Router {
                 Wire::Http => self.http.request(outgoing).await,
                 Wire::Grpc => self.grpc.request(outgoing).await,
             };
-            match sent {
+            let e = match sent {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     return Ok(Response::from_parts(parts, Counted::boxed(body, in_flight)));
                 }
-                Err(e) if e.is_connect() && !retried && slot.untouched() => {
-                    let Ok(next) = revision.acquire(&self.rng, wire, Some(&replica)) else {
-                        return Err(Failure::Replica {
-                            service: service.name.clone(),
-                            source: e,
-                        });
-                    };
-                    tracing::debug!(
-                        revision = %revision.name,
-                        failed = %replica.addr.http,
-                        next = %next.replica().addr.http,
-                        error = %e,
-                        "connect failed, retrying on another replica"
-                    );
-                    revision.stats.retries.inc();
-                    in_flight = next;
-                    retried = true;
-                }
-                Err(e) => {
-                    return Err(Failure::Replica {
-                        service: service.name.clone(),
-                        source: e,
-                    });
-                }
-            }
+                Err(e) => e,
+            };
+            // Inference requests are idempotent: one that a replica lost
+            // before answering may run on another, once.
+            let next = if !retried && is_transport(&e) && slot.retry() {
+                revision.acquire(&self.rng, wire, Some(&replica)).ok()
+            } else {
+                None
+            };
+            let Some(next) = next else {
+                return Err(Failure::Replica {
+                    service: service.name.clone(),
+                    source: e,
+                });
+            };
+            tracing::debug!(
+                revision = %revision.name,
+                failed = %replica.addr.http,
+                next = %next.replica().addr.http,
+                error = %e,
+                "replica failed before answering, retrying on another"
+            );
+            revision.stats.retries.inc();
+            in_flight = next;
+            retried = true;
         }
     }
 
@@ -455,6 +470,22 @@ pub(crate) fn pin(headers: &HeaderMap) -> Result<Option<String>, Failure> {
         .get(REVISION_HEADER)
         .map(|v| v.to_str().map(str::to_owned).map_err(|_| Failure::BadPin))
         .transpose()
+}
+
+/// Whether a replica failed at the transport level before its response
+/// head: connecting, the connection reset or closed, the HTTP/1 response
+/// cut short, the HTTP/2 stream reset or the connection going away. Not a
+/// request the client could not have sent anywhere (its body broke, or the
+/// router's own mistake), nor a response head the replica garbled.
+fn is_transport(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    // The client's other errors wrap one of hyper's, or refuse the request
+    // before sending it.
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|h| !(h.is_user() || h.is_parse() || h.is_timeout()))
 }
 
 fn replica_uri(replica: &Replica, wire: Wire, path: &str) -> Uri {

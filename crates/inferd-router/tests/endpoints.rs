@@ -5,18 +5,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{INFER, backend, client, dead_addr, get, router, send, service};
+use common::{INFER, backend, client, dead_addr, get, router, sample, send, service};
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use inferd_router::{RevisionRoute, RevisionState, RouteTable};
-
-/// The value of the sample `series` (name and labels exactly as encoded).
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.split(' ').next()?.parse().ok()
-    })
-}
 
 #[tokio::test]
 async fn metrics_count_requests_rejections_and_retries() {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, dead_addr, eventually, service};
+use common::{config, dead_addr, eventually, retries, service};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
@@ -23,6 +23,7 @@ use inferd_router::{
     REVISION_HEADER, ReplicaAddr, RevisionRoute, RevisionState, RouteTable, Router, RouterConfig,
 };
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 const INFERENCE: &str = "/inference.GRPCInferenceService";
 
@@ -103,6 +104,54 @@ async fn grpc_backend(id: &'static str) -> GrpcBackend {
     GrpcBackend { addr, calls }
 }
 
+/// How a lost gRPC replica ends a call it read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// RST_STREAM (INTERNAL_ERROR), the connection kept.
+    ResetStream,
+    /// The connection closed.
+    Close,
+}
+
+/// Reads each call whole, records it, and then ends it without answering.
+async fn lost_backend(lost: Lost) -> GrpcBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let calls: Calls = Arc::default();
+    let seen = Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let read = Arc::new(Notify::new());
+            let (seen, done) = (Arc::clone(&seen), Arc::clone(&read));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    seen.lock()
+                        .expect("calls")
+                        .push((path, body.unwrap_or_default()));
+                    if lost == Lost::Close {
+                        done.notify_one();
+                        std::future::pending::<()>().await;
+                    }
+                    // hyper resets the stream of a service that fails.
+                    Err::<Response<Full<Bytes>>, _>(std::io::Error::other("lost"))
+                }
+            });
+            tokio::spawn(async move {
+                let connection = http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service);
+                tokio::select! {
+                    _ = connection => {}
+                    () = read.notified() => {}
+                }
+            });
+        }
+    });
+    GrpcBackend { addr, calls }
+}
+
 async fn grpc_router(table: &RouteTable, config: &RouterConfig) -> (Arc<Router>, SocketAddr) {
     let router = Arc::new(Router::new(table, config).expect("route table"));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
@@ -115,12 +164,31 @@ async fn grpc_router(table: &RouteTable, config: &RouterConfig) -> (Arc<Router>,
     (router, addr)
 }
 
+/// The router's gRPC listener, and its HTTP one for `/metrics`.
+async fn grpc_router_with_metrics(
+    table: &RouteTable,
+    config: &RouterConfig,
+) -> (Arc<Router>, SocketAddr, SocketAddr) {
+    let (router, grpc) = grpc_router(table, config).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind router");
+    let http = listener.local_addr().expect("router address");
+    tokio::spawn(inferd_router::serve(
+        listener,
+        Arc::clone(&router),
+        std::future::pending(),
+    ));
+    (router, grpc, http)
+}
+
 type GrpcClient = Client<HttpConnector, Full<Bytes>>;
 
 fn grpc_client() -> GrpcClient {
+    // Without it, Nagle's algorithm and delayed ACKs add 40 ms to a call.
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .http2_only(true)
-        .build_http()
+        .build(connector)
 }
 
 #[derive(Debug)]
@@ -407,4 +475,99 @@ async fn a_grpc_call_is_held_until_its_revision_has_a_replica() {
         .expect("new table");
     let reply = call(&client, addr, "ModelInfer", infer, None).await;
     assert_eq!(reply.grpc_status(), Some(4), "{reply:?}");
+}
+
+/// A framed ModelInferRequest for `iris` that carries `len` bytes of input
+/// naming call `i`.
+fn infer_call(i: usize, len: usize) -> Bytes {
+    let mut message = named(1, "iris");
+    // raw_input_contents (field 7), length-delimited.
+    message.push(0x3a);
+    let mut size = len;
+    while size >= 0x80 {
+        message.push(u8::try_from(size & 0x7f).expect("seven bits") | 0x80);
+        size >>= 7;
+    }
+    message.push(u8::try_from(size).expect("seven bits"));
+    message.extend((0..len).map(|k| u8::try_from((i * 7 + k) % 251).expect("a byte")));
+    frame(&message)
+}
+
+#[tokio::test]
+async fn grpc_calls_a_replica_lost_before_answering_are_retried() {
+    for (lost, seed) in [(Lost::ResetStream, 36), (Lost::Close, 37)] {
+        let bad = lost_backend(lost).await;
+        let live = grpc_backend("live").await;
+        let table = RouteTable::new().with_service(
+            "iris",
+            service(vec![RevisionRoute::new(
+                "r1",
+                100,
+                vec![bad.replica().await, live.replica().await],
+            )]),
+        );
+        let (router, addr, http) = grpc_router_with_metrics(&table, &config(seed)).await;
+        let client = grpc_client();
+        let path = format!("{INFERENCE}/ModelInfer");
+        let mut sent = Vec::new();
+        let sizes = [10, 3000, 40_000, 200_000];
+        for i in 0..40 {
+            let body = infer_call(i, sizes[i % sizes.len()]);
+            let reply = call(&client, addr, "ModelInfer", body.clone(), None).await;
+            assert_eq!(reply.grpc_status(), Some(0), "{lost:?} {i}: {reply:?}");
+            assert_eq!(reply.data, frame(b"live"), "{lost:?} {i}");
+            assert_eq!(reply.revision(), Some("r1"));
+            sent.push((path.clone(), body));
+        }
+        assert_eq!(live.calls(), sent, "{lost:?}");
+        let lost_calls = bad.calls();
+        assert!(!lost_calls.is_empty(), "{lost:?}: no call was lost");
+        for call in &lost_calls {
+            assert!(sent.contains(call), "{lost:?}: a cut call was sent");
+        }
+        let http_client = common::client();
+        assert_eq!(
+            retries(&http_client, http, "r1").await,
+            lost_calls.len() as f64,
+            "{lost:?}"
+        );
+
+        // Concurrent calls share the connection to each replica.
+        let tasks: Vec<_> = (40..56)
+            .map(|i| {
+                let body = infer_call(i, 30_000 + i);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let reply = call(&client, addr, "ModelInfer", body.clone(), None).await;
+                    (body, reply)
+                })
+            })
+            .collect();
+        let mut concurrent = Vec::new();
+        for task in tasks {
+            let (body, reply) = task.await.expect("call task");
+            assert_eq!(reply.grpc_status(), Some(0), "{lost:?}: {reply:?}");
+            assert_eq!(reply.data, frame(b"live"), "{lost:?}");
+            concurrent.push((path.clone(), body));
+        }
+        let mut served = live.calls().split_off(sent.len());
+        served.sort();
+        concurrent.sort();
+        assert_eq!(served, concurrent, "{lost:?}");
+        let retried = retries(&http_client, http, "r1").await;
+        let lost_now = bad.calls().len() as f64;
+        match lost {
+            Lost::ResetStream => assert_eq!(retried, lost_now),
+            // A closed connection also fails the calls on it that the
+            // replica had not read whole yet.
+            Lost::Close => assert!(
+                (lost_now..=lost_now + 16.0).contains(&retried),
+                "{retried} retries, {lost_now} calls lost"
+            ),
+        }
+        eventually("calls finished", || {
+            router.concurrency("iris").expect("service")[0].in_flight == 0
+        })
+        .await;
+    }
 }

@@ -2,15 +2,18 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -21,7 +24,7 @@ use inferd_router::{
     REVISION_HEADER, ReplicaAddr, RevisionRoute, RouteTable, Router, RouterConfig, ServiceRoute,
 };
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub const INFER: &str = "/v2/models/iris/infer";
 
@@ -91,6 +94,111 @@ pub async fn backend(id: &'static str, gate: Option<watch::Receiver<bool>>) -> B
     }
 }
 
+/// How a lost replica's socket ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// An orderly close (FIN): the peer reads end of file.
+    Fin,
+    /// An abortive close (RST): the peer reads a reset.
+    Reset,
+}
+
+/// A backend that reads each request whole, records its body, and then
+/// closes the connection without answering: a replica killed while
+/// requests are in flight on it.
+pub struct Closing {
+    pub addr: SocketAddr,
+    pub bodies: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl Closing {
+    pub fn replica(&self) -> ReplicaAddr {
+        ReplicaAddr::http_only(self.addr)
+    }
+
+    /// Requests it read whole.
+    pub fn hits(&self) -> usize {
+        self.bodies.lock().expect("bodies").len()
+    }
+
+    pub fn bodies(&self) -> Vec<Bytes> {
+        self.bodies.lock().expect("bodies").clone()
+    }
+}
+
+pub async fn closing_backend(close: Close) -> Closing {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let seen = Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if close == Close::Reset {
+                tcp.set_zero_linger().expect("SO_LINGER");
+            }
+            let read = Arc::new(Notify::new());
+            let (seen, done) = (Arc::clone(&seen), Arc::clone(&read));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+                async move {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    seen.lock().expect("bodies").push(body.unwrap_or_default());
+                    done.notify_one();
+                    std::future::pending::<()>().await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                }
+            });
+            tokio::spawn(async move {
+                let connection = http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+                // Dropping the connection closes the socket.
+                tokio::select! {
+                    _ = connection => {}
+                    () = read.notified() => {}
+                }
+            });
+        }
+    });
+    Closing { addr, bodies }
+}
+
+/// A backend that answers every request with `status` and the body `{id}`,
+/// and counts them.
+pub async fn answering(id: &'static str, status: StatusCode) -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            let service = service_fn(move |req: Request<Incoming>| {
+                let counter = Arc::clone(&counter);
+                async move {
+                    let _ = req.into_body().collect().await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let mut response = Response::new(Full::new(Bytes::from_static(id.as_bytes())));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        addr,
+        hits,
+        max_concurrent: Arc::new(AtomicUsize::new(0)),
+    }
+}
+
 /// An address nothing listens on.
 pub async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -157,6 +265,64 @@ pub async fn send(
         .body(Full::new(Bytes::from_static(b"payload")))
         .expect("request");
     answer(client.request(req).await.expect("router answers")).await
+}
+
+/// Sends `body` (with its length) to `path`.
+pub async fn send_body(client: &HttpClient, router: SocketAddr, path: &str, body: Bytes) -> Answer {
+    let req = Request::post(format!("http://{router}{path}"))
+        .body(Full::new(body))
+        .expect("request");
+    answer(client.request(req).await.expect("router answers")).await
+}
+
+/// A body of frames with no announced length: HTTP/1.1 sends it chunked.
+pub struct Chunks(VecDeque<Bytes>);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
+    }
+}
+
+pub type ChunkedClient = Client<HttpConnector, Chunks>;
+
+pub fn chunked_client() -> ChunkedClient {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends `chunks` to `path` as a chunked body.
+pub async fn send_chunks(
+    client: &ChunkedClient,
+    router: SocketAddr,
+    path: &str,
+    chunks: Vec<Bytes>,
+) -> Answer {
+    let req = Request::post(format!("http://{router}{path}"))
+        .body(Chunks(chunks.into()))
+        .expect("request");
+    answer(client.request(req).await.expect("router answers")).await
+}
+
+/// The value of the sample `series` (name and labels exactly as encoded).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}
+
+/// `inferd_router_retries_total` of a revision of `iris`, read from the
+/// router's `/metrics`.
+pub async fn retries(client: &HttpClient, router: SocketAddr, revision: &str) -> f64 {
+    let metrics = get(client, router, "/metrics").await.body;
+    let series = format!(r#"inferd_router_retries_total{{service="iris",revision="{revision}"}}"#);
+    sample(&metrics, &series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
 }
 
 pub async fn get(client: &HttpClient, router: SocketAddr, path: &str) -> Answer {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 mod bench;
+mod local;
+mod progress;
 use clap::{Parser, Subcommand, ValueEnum};
 use inferd_server::{ModelSource, OnnxBackend, Server, ServerConfig};
 
@@ -39,6 +41,20 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Load-test inference endpoints and report throughput and exact latency percentiles.
     Bench(Box<bench::BenchArgs>),
+    /// Run the local control plane in the foreground: InferenceServices as
+    /// supervised `serve` replicas behind a router, with revisions, canary
+    /// rollouts and autoscaling (to zero).
+    Up(Box<local::UpArgs>),
+    /// Apply InferenceServices to the running control plane.
+    Apply(local::ApplyArgs),
+    /// List InferenceServices (isvc) or their revisions.
+    Get(local::GetArgs),
+    /// Show an InferenceService's conditions, traffic, replicas and events.
+    Describe(local::DescribeArgs),
+    /// Print a service's replica logs.
+    Logs(local::LogsArgs),
+    /// Delete an InferenceService; its replicas drain and stop.
+    Delete(local::DeleteArgs),
     /// Print InferenceServices (inferd's or KServe's serving.kserve.io/v1beta1) as
     /// inferd's serving.inferd.dev/v1alpha1 YAML.
     Convert(ConvertArgs),
@@ -281,6 +297,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
+            Command::Up(args) => local::up(*args).await,
+            Command::Apply(args) => local::apply(args).await,
+            Command::Get(args) => local::get(args).await,
+            Command::Describe(args) => local::describe(args).await,
+            Command::Logs(args) => local::logs(args).await,
+            Command::Delete(args) => local::delete(args).await,
             Command::Bench(_) | Command::Convert(_) => Ok(()),
         }
     });

@@ -1,0 +1,529 @@
+//! The local control plane end to end: `inferd up` with real replica
+//! processes behind the router, driven by the CLI and the admin API.
+
+#[path = "../../../tests/support/http.rs"]
+mod http;
+#[path = "support/serve.rs"]
+mod serve;
+#[path = "support/up.rs"]
+mod up;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serve::repo;
+use up::{Up, alive, iris_model, iris_request, isvc_yaml, wait_gone};
+
+const INFER: &str = "/v2/models/iris/infer";
+
+/// One inference through the router: (status, serving revision).
+fn infer(router: SocketAddr, pin: Option<&str>) -> (u16, String) {
+    let body = iris_request();
+    let mut raw = format!(
+        "POST {INFER} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(pin) = pin {
+        raw.push_str(&format!("x-inferd-revision: {pin}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(&body);
+    let reply = http::send_raw(router, raw.as_bytes());
+    (
+        reply.status,
+        reply.header("x-inferd-revision").unwrap_or("").to_owned(),
+    )
+}
+
+/// Closed-loop load from `clients` threads until stopped: every status and
+/// serving revision seen.
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl Load {
+    fn start(router: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && seen.len() < 100_000 {
+                        seen.push(infer(router, None));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect()
+    }
+}
+
+fn failures(seen: &[(u16, String)]) -> Vec<&(u16, String)> {
+    seen.iter().filter(|(status, _)| *status != 200).collect()
+}
+
+/// A copy of the iris model in its own folder: same answers, another
+/// storage URI, so applying it makes a new revision.
+fn iris_copy(dir: &Path, name: &str) -> std::path::PathBuf {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    let path = folder.join("model.onnx");
+    std::fs::copy(iris_model(), &path).expect("copy model");
+    path
+}
+
+#[test]
+fn up_serves_the_example_and_the_cli_reports_it() {
+    let up = Up::start(&["-f", repo("examples/iris.yaml").to_str().expect("utf-8")]);
+    // The first request may arrive before the replica is ready: the router
+    // holds it and serves it once it is.
+    let reply = http::post(up.router, INFER, &iris_request());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-inferd-revision"), Some("iris-00001"));
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("examples/models/iris/expected.json")).expect("expected"),
+    )
+    .expect("json");
+    let got = reply.json();
+    assert_eq!(got["model_name"], "iris");
+    assert_eq!(
+        got["outputs"].as_array().map(Vec::len),
+        expected["outputs"].as_array().map(Vec::len)
+    );
+
+    let view = up.wait_until("iris", "ready", |v| v.ready());
+    let status = view.service.status.clone().expect("status");
+    assert_eq!(status.latest_ready_revision.as_deref(), Some("iris-00001"));
+    assert_eq!(status.traffic[0].percent, 100);
+
+    let table = up.ok(&["get", "isvc"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "URL", "READY", "PREV", "LATEST", "REPLICAS", "AGE"]
+    );
+    let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
+    assert_eq!(row[0], "iris");
+    assert_eq!(row[1], format!("http://{}/v2/models/iris", up.router));
+    assert_eq!(row[2], "True");
+    assert_eq!(row[3], "100", "LATEST column (no PREV): {table}");
+
+    let yaml = up.ok(&["get", "revisions", "iris", "-o", "yaml"]);
+    assert!(yaml.contains("name: iris-00001"), "{yaml}");
+    assert!(yaml.contains("trafficPercent: 100"), "{yaml}");
+    // The status is written back in the resource's own fields.
+    let isvc_yaml = up.ok(&["get", "isvc", "iris", "-o", "yaml"]);
+    assert!(
+        isvc_yaml.contains("latestReadyRevision: iris-00001"),
+        "{isvc_yaml}"
+    );
+
+    let describe = up.ok(&["describe", "isvc", "iris"]);
+    for needle in [
+        "Conditions:",
+        "Ready",
+        "iris-00001",
+        "Events:",
+        "ReplicaReady",
+    ] {
+        assert!(describe.contains(needle), "no {needle} in\n{describe}");
+    }
+    let logs = up.ok(&["logs", "iris", "--tail", "50"]);
+    assert!(logs.contains("listening on"), "{logs}");
+
+    // The admin API wants its token.
+    let admin = std::fs::read_to_string(up.state_dir().join("admin.json")).expect("admin.json");
+    let admin: serde_json::Value = serde_json::from_str(&admin).expect("json");
+    let admin_addr: SocketAddr = admin["adminUrl"]
+        .as_str()
+        .expect("url")
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    assert_eq!(http::get(admin_addr, "/v1/services").status, 401);
+
+    let pids = up.replica_pids("iris");
+    assert!(!pids.is_empty());
+    up.ok(&["delete", "isvc", "iris"]);
+    wait_gone(&pids);
+    assert_eq!(http::post(up.router, INFER, &iris_request()).status, 404);
+    let out = up.cli(&["get", "isvc", "iris"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn canary_takes_its_share_then_promotion_moves_everything() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let v1 = iris_copy(dir.path(), "v1");
+    let v2 = iris_copy(dir.path(), "v2");
+    let up = Up::start(&[]);
+    let out = up.apply_yaml(&isvc_yaml("iris", &v1, "", ""));
+    assert!(out.status.success(), "{out:?}");
+    up.wait_until("iris", "v1 ready", |v| v.ready());
+
+    // A traffic-only change makes no revision.
+    let out = up.apply_yaml(&isvc_yaml("iris", &v1, "timeoutSeconds: 20", ""));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no new revision"),
+        "{out:?}"
+    );
+
+    let out = up.apply_yaml(&isvc_yaml("iris", &v2, "canaryTrafficPercent: 20", ""));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("iris-00002"),
+        "{out:?}"
+    );
+    up.wait_until("iris", "canary split", |v| {
+        v.revisions
+            .iter()
+            .any(|r| r.name == "iris-00002" && r.traffic_percent == 20)
+    });
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..1000 {
+        let (status, revision) = infer(up.router, None);
+        assert_eq!(status, 200);
+        *served.entry(revision).or_default() += 1;
+    }
+    let canary = served.get("iris-00002").copied().unwrap_or(0);
+    assert!(
+        (160..=240).contains(&canary),
+        "canary served {canary} of 1000: {served:?}"
+    );
+    assert_eq!(
+        served.get("iris-00001").copied().unwrap_or(0),
+        1000 - canary
+    );
+    // Tags reach either arm directly.
+    assert_eq!(infer(up.router, Some("latest")).1, "iris-00002");
+    assert_eq!(infer(up.router, Some("prev")).1, "iris-00001");
+    assert_eq!(infer(up.router, Some("iris-00001")).1, "iris-00001");
+    let table = up.ok(&["get", "isvc"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("row")
+        .split_whitespace()
+        .collect();
+    assert_eq!((row[3], row[4]), ("80", "20"), "{table}");
+
+    let old_pids: Vec<u32> = up
+        .view("iris")
+        .revisions
+        .iter()
+        .filter(|r| r.name == "iris-00001")
+        .flat_map(|r| r.replicas.iter().filter_map(|x| x.pid))
+        .collect();
+    assert!(!old_pids.is_empty());
+    // Promote.
+    let out = up.apply_yaml(&isvc_yaml("iris", &v2, "", ""));
+    assert!(out.status.success());
+    up.wait_until("iris", "promoted", |v| {
+        v.revisions
+            .iter()
+            .any(|r| r.name == "iris-00002" && r.traffic_percent == 100)
+    });
+    for _ in 0..50 {
+        assert_eq!(infer(up.router, None), (200, "iris-00002".to_owned()));
+    }
+    wait_gone(&old_pids);
+    let view = up.view("iris");
+    let old = view
+        .revisions
+        .iter()
+        .find(|r| r.name == "iris-00001")
+        .expect("old");
+    assert_eq!(old.state, "Retired");
+    assert!(old.replicas.is_empty());
+}
+
+#[test]
+fn a_rollout_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let v1 = iris_copy(dir.path(), "v1");
+    let v2 = iris_copy(dir.path(), "v2");
+    let up = Up::start(&[]);
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &v1, "minReplicas: 2", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "2 ready", |v| v.ready_replicas() == 2);
+    let load = Load::start(up.router, 4);
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &v2, "minReplicas: 2", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "v2 takes all, v1 stopped", |v| {
+        v.revisions
+            .iter()
+            .any(|r| r.name == "iris-00002" && r.traffic_percent == 100)
+            && v.revisions
+                .iter()
+                .any(|r| r.name == "iris-00001" && r.replicas.is_empty())
+    });
+    thread::sleep(Duration::from_millis(300));
+    let seen = load.finish();
+    assert!(
+        failures(&seen).is_empty(),
+        "failed: {:?}",
+        &failures(&seen)[..failures(&seen).len().min(5)]
+    );
+    for rev in ["iris-00001", "iris-00002"] {
+        assert!(seen.iter().any(|(_, r)| r == rev), "{rev} served nothing");
+    }
+}
+
+#[test]
+fn a_killed_replica_is_retried_around_and_restarted() {
+    let up = Up::start(&[]);
+    let model = iris_model();
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &model, "minReplicas: 2", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "2 ready", |v| v.ready_replicas() == 2);
+    let victim = up.replica_pids("iris")[0];
+    let load = Load::start(up.router, 4);
+    thread::sleep(Duration::from_millis(300));
+    let status = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let view = up.wait_until("iris", "restarted and ready", |v| {
+        v.ready_replicas() == 2 && v.revisions[0].replicas.iter().any(|r| r.restarts >= 1)
+    });
+    thread::sleep(Duration::from_millis(300));
+    let seen = load.finish();
+    assert!(
+        failures(&seen).is_empty(),
+        "failed: {:?}",
+        failures(&seen).len()
+    );
+    assert!(seen.len() > 20);
+    let restarted = view.revisions[0]
+        .replicas
+        .iter()
+        .find(|r| r.restarts >= 1)
+        .expect("restarted replica");
+    assert!(
+        restarted.last_exit.as_deref().unwrap_or("").contains('9'),
+        "{restarted:?}"
+    );
+    assert!(!alive(victim));
+    let describe = up.ok(&["describe", "isvc", "iris"]);
+    assert!(describe.contains("restarts 1"), "{describe}");
+}
+
+#[test]
+fn load_scales_up_idle_scales_to_zero_and_the_next_request_is_served() {
+    let up = Up::start(&[]);
+    let model = iris_model();
+    let annotations = "autoscaling.knative.dev/window: 6s\nautoscaling.knative.dev/scale-to-zero-grace-period: 6s";
+    let yaml = isvc_yaml(
+        "iris",
+        &model,
+        "minReplicas: 0\nmaxReplicas: 3\nscaleTarget: 1\ncontainerConcurrency: 1",
+        annotations,
+    );
+    assert!(up.apply_yaml(&yaml).status.success());
+    up.wait_until("iris", "ready", |v| v.ready());
+    let load = Load::start(up.router, 6);
+    let view = up.wait_until("iris", "scaled up", |v| {
+        v.revisions[0].desired_replicas >= 2
+    });
+    let seen = load.finish();
+    assert!(failures(&seen).is_empty(), "{:?}", failures(&seen).len());
+    assert!(view.revisions[0].desired_replicas <= 3);
+    let events = up.view("iris").events;
+    assert!(events.iter().any(|e| e.reason == "Scaled"), "{events:?}");
+    // Idle: stable window, then the grace period, then zero.
+    let pids = up.replica_pids("iris");
+    up.wait_until("iris", "scaled to zero", |v| {
+        v.revisions[0].replicas.is_empty() && v.revisions[0].state == "ScaledToZero"
+    });
+    wait_gone(&pids);
+    // Cold start: the request is held while a replica starts.
+    let started = Instant::now();
+    let (status, revision) = infer(up.router, None);
+    assert_eq!((status, revision.as_str()), (200, "iris-00001"));
+    eprintln!("served from zero in {:?}", started.elapsed());
+    assert_eq!(up.view("iris").ready_replicas(), 1);
+}
+
+#[test]
+fn bad_specs_and_bad_storage_never_stop_what_serves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let up = Up::start(&[]);
+    let model = iris_model();
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &model, "", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "ready", |v| v.ready());
+
+    // Invalid specs are refused whole, with the field's path.
+    let bad = isvc_yaml("iris", &model, "minReplicas: -1", "");
+    let out = up.apply_yaml(&bad);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("minReplicas"),
+        "{out:?}"
+    );
+    let bad = isvc_yaml("iris", &model, "", "autoscaling.knative.dev/window: 1s");
+    let out = up.apply_yaml(&bad);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stableWindow"),
+        "{out:?}"
+    );
+    let two = format!(
+        "{}---\n{}",
+        isvc_yaml("other", &model, "", ""),
+        isvc_yaml("iris", &model, "maxReplicas: 0\nminReplicas: 2", "")
+    );
+    let out = up.apply_yaml(&two);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        up.cli(&["get", "isvc", "other"]).status.code() != Some(0),
+        "nothing applied"
+    );
+    let view = up.view("iris");
+    assert_eq!((view.generation, view.revisions.len()), (1, 1));
+
+    // Bad storage: a missing file, a wrong sha256, a corrupt model.
+    let missing = dir.path().join("absent/model.onnx");
+    let wrong_sha = format!("sha256: \"{}\"", "0".repeat(64));
+    let corrupt = dir.path().join("corrupt/model.onnx");
+    std::fs::create_dir_all(corrupt.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&corrupt, b"this is not an onnx model").expect("write");
+    let cases: [(&Path, &str, &str); 3] = [
+        (&missing, "", "absent"),
+        (&model, &wrong_sha, "sha256"),
+        (&corrupt, "", ""),
+    ];
+    for (i, (path, model_extra, needle)) in cases.iter().enumerate() {
+        let mut yaml = isvc_yaml("iris", path, "", "");
+        if !model_extra.is_empty() {
+            yaml = yaml.replace(
+                "      format: onnx\n",
+                &format!("      format: onnx\n      {model_extra}\n"),
+            );
+        }
+        let out = up.apply_yaml(&yaml);
+        assert!(out.status.success(), "{out:?}");
+        let name = format!("iris-{:05}", i + 2);
+        let view = up.wait_until("iris", "the new revision failed", |v| {
+            v.revisions
+                .iter()
+                .any(|r| r.name == name && r.state == "Failed")
+        });
+        let failed = view.revisions.iter().find(|r| r.name == name).expect("rev");
+        assert!(
+            failed.reason.as_deref().unwrap_or("").contains(needle),
+            "{failed:?}"
+        );
+        // The first revision still takes everything.
+        for _ in 0..20 {
+            assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
+        }
+        let status = view.service.status.clone().expect("status");
+        assert_eq!(status.latest_ready_revision.as_deref(), Some("iris-00001"));
+        assert_eq!(
+            status.latest_created_revision.as_deref(),
+            Some(name.as_str())
+        );
+        assert!(view.ready());
+        // A request pinned to the failed revision gets its reason.
+        let (code, _) = infer(up.router, Some("latest"));
+        assert_eq!(code, 503);
+    }
+}
+
+#[test]
+fn up_resumes_stored_services_and_leaves_no_replica_behind() {
+    let mut up = Up::start(&[]);
+    let model = iris_model();
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &model, "", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "ready", |v| v.ready());
+    let pids = up.replica_pids("iris");
+    // Ctrl-C: replicas drain and stop; the state stays.
+    up.signal("INT");
+    assert!(up.wait_exit().success());
+    wait_gone(&pids);
+    let state = std::mem::replace(&mut up.state, tempfile::tempdir().expect("tmp"));
+    drop(up);
+    let up = Up::start_in(state, &[]);
+    assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
+    // SIGKILL of `up` itself: the replicas see their pipe close and exit.
+    let pids = up.replica_pids("iris");
+    assert!(!pids.is_empty());
+    up.signal("KILL");
+    wait_gone(&pids);
+}
+
+#[test]
+fn gpus_are_given_whole_and_never_over_committed() {
+    let up = Up::start(&["--gpus", "0,1"]);
+    let model = iris_model();
+    let yaml = isvc_yaml("iris", &model, "minReplicas: 3\nresources:\n  gpu: 1", "");
+    assert!(up.apply_yaml(&yaml).status.success());
+    let view = up.wait_until("iris", "2 ready, 1 pending", |v| {
+        v.ready_replicas() == 2 && v.revisions[0].reason.is_some()
+    });
+    let revision = &view.revisions[0];
+    assert!(
+        revision.reason.as_deref().unwrap_or("").contains("GPU"),
+        "{revision:?}"
+    );
+    let mut given: Vec<String> = revision
+        .replicas
+        .iter()
+        .flat_map(|r| r.gpus.clone())
+        .collect();
+    given.sort();
+    assert_eq!(given, ["0", "1"]);
+    for replica in &revision.replicas {
+        let pid = replica.pid.expect("pid");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        let env = String::from_utf8_lossy(&environ);
+        let want = format!("CUDA_VISIBLE_DEVICES={}", replica.gpus.join(","));
+        assert!(
+            env.split('\0').any(|kv| kv == want),
+            "{want} not in {pid}'s env"
+        );
+    }
+    // More GPUs per replica than the machine has: refused at apply.
+    let yaml = isvc_yaml("big", &model, "resources:\n  gpu: 3", "");
+    let out = up.apply_yaml(&yaml);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resources.gpu"),
+        "{out:?}"
+    );
+}

@@ -356,7 +356,12 @@ fn load_scales_up_idle_scales_to_zero_and_the_next_request_is_served() {
     assert!(failures(&seen).is_empty(), "{:?}", failures(&seen).len());
     assert!(view.revisions[0].desired_replicas <= 3);
     let events = up.view("iris").events;
-    assert!(events.iter().any(|e| e.reason == "Scaled"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Scaled" && e.message.contains("[panic]")),
+        "the load step did not panic: {events:?}"
+    );
     // Idle: stable window, then the grace period, then zero.
     let pids = up.replica_pids("iris");
     up.wait_until("iris", "scaled to zero", |v| {
@@ -418,9 +423,12 @@ fn bad_specs_and_bad_storage_never_stop_what_serves() {
     let corrupt = dir.path().join("corrupt/model.onnx");
     std::fs::create_dir_all(corrupt.parent().expect("parent")).expect("mkdir");
     std::fs::write(&corrupt, b"this is not an onnx model").expect("write");
-    let cases: [(&Path, &str, &str); 3] = [
+    let not_found = not_found_server();
+    let url = format!("http://{not_found}/models/iris/model.onnx");
+    let cases: [(&Path, &str, &str); 4] = [
         (&missing, "", "absent"),
-        (&model, &wrong_sha, "sha256"),
+        (Path::new(&url), "", "not found"),
+        (&model, &wrong_sha, "checksum mismatch"),
         (&corrupt, "", ""),
     ];
     for (i, (path, model_extra, needle)) in cases.iter().enumerate() {
@@ -459,6 +467,24 @@ fn bad_specs_and_bad_storage_never_stop_what_serves() {
         let (code, _) = infer(up.router, Some("latest"));
         assert_eq!(code, 503);
     }
+}
+
+/// An HTTP server on loopback that answers 404 to everything.
+fn not_found_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+            );
+        }
+    });
+    addr
 }
 
 #[test]

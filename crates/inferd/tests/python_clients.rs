@@ -11,6 +11,8 @@
 mod http;
 #[path = "support/serve.rs"]
 mod serve;
+#[path = "support/up.rs"]
+mod up;
 
 use serve::{Serve, repo, wait_ready};
 use std::io::{Read, Seek};
@@ -124,4 +126,37 @@ fn tritonclient_and_kserve_sdk_work_unchanged() {
     assert!(text.contains(" passed"), "pytest ran no test:\n{text}");
     // Both listeners are given, so nothing may be skipped.
     assert!(!text.contains("skipped"), "tests were skipped:\n{text}");
+}
+
+/// The same clients through the router of `inferd up`: HTTP (JSON and
+/// binary) and gRPC reach the replica unchanged.
+#[test]
+fn tritonclient_works_through_the_router() {
+    let python = python();
+    let up = up::Up::start(&[]);
+    let yaml = up::isvc_yaml("iris", &up::iris_model(), "", "");
+    let out = up.apply_yaml(&yaml);
+    assert!(out.status.success(), "{out:?}");
+    up.wait_until("iris", "ready", |v| v.ready());
+    let grpc = up.grpc.expect("the router's gRPC address");
+    let out = Command::new(&python)
+        .arg("router_clients.py")
+        .current_dir(repo("tests/python"))
+        .env("INFERD_HTTP_URL", up.router.to_string())
+        .env("INFERD_GRPC_URL", grpc.to_string())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run router_clients.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "router_clients.py failed:\n{text}\n--- inferd up ---\n{}",
+        up.stderr_text()
+    );
+    assert!(text.contains("router clients ok"), "{text}");
 }

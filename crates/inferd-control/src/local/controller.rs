@@ -615,7 +615,11 @@ impl Controller {
                         r.desired,
                         r.decision
                             .as_ref()
-                            .map(|d| format!(" ({})", d.reason))
+                            .map(|d| format!(
+                                " ({}){}",
+                                d.reason,
+                                if d.panic { " [panic]" } else { "" }
+                            ))
                             .unwrap_or_default()
                     ),
                 );

@@ -170,7 +170,6 @@ impl Controller {
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let changed = Arc::clone(&self.changed);
-        self.reconcile(false);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -396,7 +395,7 @@ impl Controller {
 
     /// One pass over every service; `autoscale`: also feed and ask the
     /// autoscalers (once per tick).
-    fn reconcile(&mut self, autoscale: bool) {
+    pub(super) fn reconcile(&mut self, autoscale: bool) {
         let now = self.started.elapsed();
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {

@@ -203,6 +203,9 @@ impl ControlPlane {
         for e in &refused {
             tracing::error!(error = %e, "a stored service could not be resumed");
         }
+        // Resumed services are routed before the router takes a request:
+        // until their replicas are ready, requests wait rather than 404.
+        controller.reconcile(false);
 
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = watch::channel(false);

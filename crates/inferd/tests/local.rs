@@ -147,6 +147,24 @@ fn up_serves_the_example_and_the_cli_reports_it() {
     }
     let logs = up.ok(&["logs", "iris", "--tail", "50"]);
     assert!(logs.contains("listening on"), "{logs}");
+    // Following: the lines so far, then new ones as they come.
+    let mut follow = serve::inferd()
+        .args(["logs", "iris", "-f", "--state-dir"])
+        .arg(up.state_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let first = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on"));
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        first.is_some_and(|l| l.starts_with("[iris-00001-")),
+        "logs -f printed no replica line"
+    );
 
     // The admin API wants its token.
     let admin = std::fs::read_to_string(up.state_dir().join("admin.json")).expect("admin.json");
@@ -467,6 +485,23 @@ fn bad_specs_and_bad_storage_never_stop_what_serves() {
         let (code, _) = infer(up.router, Some("latest"));
         assert_eq!(code, 503);
     }
+}
+
+#[test]
+fn a_kserve_inference_service_runs_as_is() {
+    let up = Up::start(&[
+        "-f",
+        repo("examples/kserve-iris.yaml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
+    let view = up.wait_until("iris", "ready", |v| v.ready());
+    let predictor = &view.service.spec.predictor;
+    assert_eq!(predictor.max_replicas, Some(4));
+    assert_eq!(predictor.container_concurrency, Some(100));
+    assert_eq!(
+        predictor.batching.as_ref().map(|b| b.max_batch_size),
+        Some(32)
+    );
 }
 
 /// An HTTP server on loopback that answers 404 to everything.

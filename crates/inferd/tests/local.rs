@@ -481,6 +481,16 @@ fn bad_specs_and_bad_storage_never_stop_what_serves() {
             Some(name.as_str())
         );
         assert!(view.ready());
+        if needle.is_empty() {
+            // The corrupt model's replicas crash loop: a condition says so.
+            let crash = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ReplicasHealthy")
+                .expect("ReplicasHealthy condition");
+            assert_eq!(crash.status, "False", "{crash:?}");
+            assert_eq!(crash.reason.as_deref(), Some("CrashLoopBackOff"));
+        }
         // A request pinned to the failed revision gets its reason.
         let (code, _) = infer(up.router, Some("latest"));
         assert_eq!(code, 503);

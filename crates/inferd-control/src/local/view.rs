@@ -308,6 +308,35 @@ pub(super) fn status(s: &ServiceState, plan: &TrafficPlan, url: &str) -> Inferen
             last_transition_time: None,
         });
     }
+    // Replicas of a revision the router knows that keep dying.
+    let crashing: Vec<String> = plan
+        .revisions
+        .iter()
+        .filter_map(|p| s.revisions.get(&p.name).map(|r| (p, r)))
+        .flat_map(|(p, r)| {
+            r.replicas.iter().filter_map(move |x| {
+                let st = x.handle.status();
+                (st.phase == Phase::CrashLoop).then(|| {
+                    format!(
+                        "{} replica {} ({} restarts{})",
+                        p.name,
+                        x.handle.id(),
+                        st.restarts,
+                        st.last_exit
+                            .map(|e| format!(", last {e}"))
+                            .unwrap_or_default()
+                    )
+                })
+            })
+        })
+        .collect();
+    conditions.push(Condition {
+        type_: "ReplicasHealthy".to_owned(),
+        status: if crashing.is_empty() { "True" } else { "False" }.to_owned(),
+        reason: (!crashing.is_empty()).then(|| "CrashLoopBackOff".to_owned()),
+        message: (!crashing.is_empty()).then(|| crashing.join("; ")),
+        last_transition_time: None,
+    });
     InferenceServiceStatus {
         url: Some(format!("{url}/v2/models/{name}")),
         conditions,

@@ -1,10 +1,14 @@
 //! inferd's resource types (`serving.inferd.dev/v1alpha1`), their validation,
 //! YAML reading and writing, and the import of KServe's InferenceService.
 //!
-//! This crate is a leaf: it imports no other inferd crate.
+//! This crate is a leaf: it imports no other inferd crate. With the feature
+//! `schema`, the spec and status types derive `schemars::JsonSchema`, from
+//! which inferd-operator generates the CustomResourceDefinition.
 
 mod error;
 mod kserve;
+#[cfg(feature = "schema")]
+mod schema;
 mod types;
 mod validate;
 

@@ -59,6 +59,7 @@ pub struct ObjectMeta {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InferenceServiceSpec {
     pub predictor: PredictorSpec,
@@ -66,6 +67,7 @@ pub struct InferenceServiceSpec {
 
 /// The model server: what it serves and how many replicas run it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PredictorSpec {
     pub model: ModelSpec,
@@ -163,6 +165,7 @@ impl PredictorSpec {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelSpec {
     pub format: ModelFormat,
@@ -206,6 +209,7 @@ impl ModelSpec {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ModelFormat {
     Onnx,
@@ -225,6 +229,7 @@ impl fmt::Display for ModelFormat {
 
 /// Options for the runtime that runs the model.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuntimeOptions {
     /// For `format: onnx`: tract (built in, the default) or ort (onnxruntime).
@@ -233,6 +238,7 @@ pub struct RuntimeOptions {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnnxBackend {
     Tract,
@@ -240,6 +246,7 @@ pub enum OnnxBackend {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleMetric {
     Concurrency,
@@ -248,6 +255,7 @@ pub enum ScaleMetric {
 
 /// Dynamic batching in each replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Batching {
     /// Most rows one execution takes.
@@ -340,6 +348,7 @@ impl<'de> Deserialize<'de> for QueueDelay {
 
 /// What one replica reserves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     /// Cores, as Kubernetes writes them: `2`, `0.5`, `500m`.
@@ -435,6 +444,7 @@ fn parse_plain_int(t: &str) -> Option<u64> {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvVar {
     pub name: String,
@@ -444,6 +454,7 @@ pub struct EnvVar {
 
 /// Observed state, as the control plane reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InferenceServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -462,6 +473,7 @@ pub struct InferenceServiceStatus {
 
 /// `Ready`, `PredictorReady` or `RoutesReady`, Kubernetes style.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -478,6 +490,7 @@ pub struct Condition {
 
 /// The share of traffic one revision gets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficTarget {
     pub revision_name: String,
@@ -490,6 +503,7 @@ pub struct TrafficTarget {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ModelStatus {
     pub state: ModelState,
@@ -498,6 +512,7 @@ pub struct ModelStatus {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ModelState {
     Pending,
     Loading,

@@ -58,6 +58,15 @@ enum Command {
     /// Print InferenceServices (inferd's or KServe's serving.kserve.io/v1beta1) as
     /// inferd's serving.inferd.dev/v1alpha1 YAML.
     Convert(ConvertArgs),
+    /// Print Kubernetes manifests.
+    #[command(subcommand)]
+    Manifests(ManifestsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ManifestsCommand {
+    /// The CustomResourceDefinitions (serving.inferd.dev), as YAML for `kubectl apply -f -`.
+    Crds,
 }
 
 #[derive(clap::Args, Debug)]
@@ -264,6 +273,18 @@ fn parse_grpc_port(s: &str) -> Result<GrpcPort, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Manifests(ManifestsCommand::Crds) = &cli.command {
+        return match inferd_operator::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Convert(args) = &cli.command {
         return match convert(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -303,7 +324,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => local::describe(args).await,
             Command::Logs(args) => local::logs(args).await,
             Command::Delete(args) => local::delete(args).await,
-            Command::Bench(_) | Command::Convert(_) => Ok(()),
+            Command::Bench(_) | Command::Convert(_) | Command::Manifests(_) => Ok(()),
         }
     });
     match result {

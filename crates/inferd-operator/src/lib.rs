@@ -1,0 +1,59 @@
+//! inferd's Kubernetes backend: the `InferenceService` CustomResourceDefinition
+//! and the objects that run one service's revisions.
+//!
+//! This is the pure half of the operator (controller-rs's shape): builders
+//! with no I/O, computing the desired objects from the spec, the control
+//! core's [`TrafficPlan`](inferd_control::service::TrafficPlan), the
+//! revisions and the replica counts the autoscaler chose. The half that
+//! talks to the API server applies them with server-side apply.
+//!
+//! - [`crd()`]: the CRD, its structural schema generated from inferd-api's
+//!   types (feature `schema`), printed by `inferd manifests crds`.
+//! - [`desired_objects`]: per revision in the plan, a Deployment and a
+//!   headless Service; and a Service named after the InferenceService
+//!   selecting the router pods.
+//! - [`structural::violations`]: checks a document against the CRD's schema
+//!   the way the API server does (with strict field validation).
+
+pub mod crd;
+mod objects;
+pub mod structural;
+
+pub use crd::crd;
+pub use objects::{
+    ANNOTATION_STORAGE_SECRET, DesiredObject, GRPC_PORT, HTTP_PORT, LABEL_INFERENCE_SERVICE,
+    LABEL_REVISION, MODEL_DIR, OperatorOptions, desired_objects,
+};
+
+/// What the operator's builders can refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The traffic plan names a revision the caller did not pass.
+    #[error("the traffic plan names revision {0}, which is not among the service's revisions")]
+    UnknownRevision(String),
+    /// An annotation's value is not usable.
+    #[error("metadata.annotations[\"{key}\"]: {message}")]
+    Annotation { key: String, message: String },
+    /// Objects could not be written as YAML.
+    #[error("cannot write YAML: {0}")]
+    Yaml(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Writes objects as one YAML stream, documents separated by `---`.
+pub fn to_yaml<T: serde::Serialize>(objects: &[T]) -> Result<String> {
+    let mut out = String::new();
+    for (i, object) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&serde_saphyr::to_string(object).map_err(|e| Error::Yaml(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+/// The CRD as YAML, as `inferd manifests crds` prints it.
+pub fn crds_yaml() -> Result<String> {
+    to_yaml(&[crd()])
+}

@@ -38,12 +38,14 @@ mod cache;
 mod config;
 mod error;
 mod local;
+mod place;
 mod progress;
 mod remote;
 mod uri;
 
 pub use config::install_crypto_provider;
 pub use error::{Result, StorageError};
+pub use place::place;
 pub use progress::{NoProgress, Progress};
 pub use uri::{MODEL_EXTENSIONS, has_model_extension};
 

@@ -58,6 +58,10 @@ enum Command {
     /// Print InferenceServices (inferd's or KServe's serving.kserve.io/v1beta1) as
     /// inferd's serving.inferd.dev/v1alpha1 YAML.
     Convert(ConvertArgs),
+    /// Fetch a model's storage URI into a folder (what a replica's init
+    /// container runs on Kubernetes): downloaded into a verified cache, then
+    /// copied into DEST atomically.
+    Fetch(FetchArgs),
     /// Print Kubernetes manifests.
     #[command(subcommand)]
     Manifests(ManifestsCommand),
@@ -67,6 +71,56 @@ enum Command {
 enum ManifestsCommand {
     /// The CustomResourceDefinitions (serving.inferd.dev), as YAML for `kubectl apply -f -`.
     Crds,
+}
+
+#[derive(clap::Args, Debug)]
+struct FetchArgs {
+    /// The model's storage URI (path, file://, http(s)://, s3://, gs://, az://);
+    /// credentials come from the AWS_*, GOOGLE_* and AZURE_* variables.
+    #[arg(long, value_name = "URI")]
+    storage_uri: String,
+    /// The folder that receives the model (a file lands inside it, a
+    /// folder's content becomes it); replaced if it exists.
+    #[arg(long, value_name = "DIR")]
+    dest: PathBuf,
+    /// The model file's expected SHA-256 (64 hex digits).
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Where downloads are cached (default: DEST's parent's `.cache`).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
+    let parent = args
+        .dest
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let cache = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| parent.join(".cache"));
+    let mut storage = inferd_storage::Storage::new(cache);
+    if std::io::stderr().is_terminal() {
+        storage = storage.with_progress(std::sync::Arc::new(progress::Bars::default()));
+    }
+    let base = std::env::current_dir().context("no current directory")?;
+    let mut request = inferd_storage::FetchRequest::new(&args.storage_uri, &base);
+    if let Some(sha) = &args.sha256 {
+        request = request.with_sha256(sha);
+    }
+    let fetched = storage.fetch(&request).await?;
+    let dest = inferd_storage::place(&args.storage_uri, &fetched.path, &args.dest)?;
+    tracing::info!(
+        uri = %args.storage_uri,
+        sha256 = %fetched.sha256,
+        bytes = fetched.bytes,
+        cached = fetched.cached,
+        dest = %dest.display(),
+        "model fetched"
+    );
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -324,6 +378,7 @@ fn main() -> ExitCode {
             Command::Describe(args) => local::describe(args).await,
             Command::Logs(args) => local::logs(args).await,
             Command::Delete(args) => local::delete(args).await,
+            Command::Fetch(args) => fetch(args).await,
             Command::Bench(_) | Command::Convert(_) | Command::Manifests(_) => Ok(()),
         }
     });

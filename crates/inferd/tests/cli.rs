@@ -321,3 +321,44 @@ fn bench_counts_errors_by_kind() {
     assert_eq!(targets[1]["errors"]["connect"], 50);
     assert_eq!(targets[1]["requests"], 50);
 }
+
+#[test]
+fn fetch_places_a_verified_model_and_refuses_a_wrong_checksum() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let model = repo("examples/models/iris/model.onnx");
+    let model = std::fs::canonicalize(model).expect("model");
+    let bytes = std::fs::read(&model).expect("read model");
+    let dest = dir.path().join("models/iris");
+    let out = inferd()
+        .args(["fetch", "--storage-uri"])
+        .arg(&model)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .expect("run fetch");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(dest.join("model.onnx")).expect("placed"),
+        bytes
+    );
+    // The placed folder serves.
+    let mut serve = Serve::start(&["--model", &format!("iris={}", dest.display())]);
+    let addr = serve.addr();
+    wait_ready(addr);
+
+    let other = dir.path().join("models/other");
+    let out = inferd()
+        .args(["fetch", "--storage-uri"])
+        .arg(&model)
+        .arg("--dest")
+        .arg(&other)
+        .args(["--sha256", &"0".repeat(64)])
+        .output()
+        .expect("run fetch");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"),
+        "{out:?}"
+    );
+    assert!(!other.exists());
+}

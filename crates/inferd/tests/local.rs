@@ -392,6 +392,20 @@ fn load_scales_up_idle_scales_to_zero_and_the_next_request_is_served() {
     assert_eq!((status, revision.as_str()), (200, "iris-00001"));
     eprintln!("served from zero in {:?}", started.elapsed());
     assert_eq!(up.view("iris").ready_replicas(), 1);
+    // The request it served is demand: the replica stays for a stable window
+    // (6 s; ten autoscaler ticks pass in the next two seconds).
+    thread::sleep(Duration::from_secs(2));
+    let view = up.view("iris");
+    assert!(view.ready_replicas() >= 1, "{:?}", view.events);
+    assert!(
+        !view
+            .events
+            .iter()
+            .skip_while(|e| e.reason != "Activating")
+            .any(|e| e.message.contains("-> 0 replica")),
+        "scaled back to zero right after serving: {:?}",
+        view.events
+    );
 }
 
 #[test]

@@ -48,6 +48,10 @@ pub enum Command {
     },
 }
 
+/// The concurrency sample of a tick in which requests arrived but none is
+/// in flight at the tick.
+const MIN_BUSY_SAMPLE: f64 = 0.01;
+
 /// Most events kept per service.
 const EVENTS_KEPT: usize = 100;
 
@@ -356,6 +360,13 @@ impl Controller {
         let Some(r) = s.revisions.get_mut(revision) else {
             return;
         };
+        // The held request is demand the autoscaler must see (Knative's
+        // activator reports it), or it would scale the revision back to zero
+        // as soon as the request is served.
+        let now = self.started.elapsed();
+        if let Some(a) = &mut r.autoscaler {
+            let _ = a.record(now, 1.0);
+        }
         if r.desired == 0 {
             r.desired = s.autoscaling.activation_scale.max(1);
             push_event(
@@ -582,14 +593,24 @@ impl Controller {
                 autoscaler.set_reachable(plan.percent(rev_name) > 0);
                 if autoscale {
                     let seen = concurrency.iter().find(|c| &c.revision == rev_name);
+                    let total = seen.map_or(r.requests_seen, |c| c.requests_total);
+                    let arrived = total.saturating_sub(r.requests_seen);
+                    r.requests_seen = total;
                     let sample = match service.autoscaling.metric {
-                        Metric::Concurrency => seen.map_or(0.0, |c| (c.in_flight + c.held) as f64),
-                        Metric::Rps => {
-                            let total = seen.map_or(r.requests_seen, |c| c.requests_total);
-                            let delta = total.saturating_sub(r.requests_seen);
-                            r.requests_seen = total;
-                            delta as f64 / self.config.tick.as_secs_f64().max(0.001)
+                        // The router's concurrency is read at the tick; a
+                        // request that came and went between two ticks still
+                        // counts a little, as in Knative's time-averaged
+                        // concurrency: a revision with any traffic in the
+                        // stable window keeps a replica.
+                        Metric::Concurrency => {
+                            let now_in = seen.map_or(0.0, |c| (c.in_flight + c.held) as f64);
+                            if arrived > 0 {
+                                now_in.max(MIN_BUSY_SAMPLE)
+                            } else {
+                                now_in
+                            }
                         }
+                        Metric::Rps => arrived as f64 / self.config.tick.as_secs_f64().max(0.001),
                     };
                     let _ = autoscaler.record(now, sample);
                     let ready = observed.get(rev_name).map_or(0, |o| o.ready_replicas);

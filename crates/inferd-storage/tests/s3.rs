@@ -5,6 +5,8 @@
 //! `tests/python/venv.sh`, whose requirements pin `moto[server]`). Without
 //! it, CI fails, and elsewhere the test runs `tests/python/venv.sh` itself.
 
+#[path = "../../../tests/support/python.rs"]
+mod support_python;
 use inferd_storage::{FetchRequest, Fetched, Storage, StorageError};
 use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
@@ -64,29 +66,8 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// The Python interpreter of the test venv.
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("INFERD_TEST_PYTHON") {
-        return PathBuf::from(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "INFERD_TEST_PYTHON is not set: CI must run the S3 tests against moto \
-         (export INFERD_TEST_PYTHON=$(tests/python/venv.sh))"
-    );
-    let out = Command::new("bash")
-        .arg(repo("tests/python/venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run bash tests/python/venv.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/venv.sh failed ({}); its message is above. \
-         Set INFERD_TEST_PYTHON to a Python with tests/python/requirements.txt installed instead",
-        out.status
-    );
-    let path = String::from_utf8(out.stdout).expect("venv.sh prints a UTF-8 path");
-    PathBuf::from(path.trim())
+    support_python::python("the S3 tests against moto")
 }
 
 /// A moto server, killed when this goes out of scope, panics included.

@@ -11,6 +11,8 @@
 mod http;
 #[path = "support/serve.rs"]
 mod serve;
+#[path = "../../../tests/support/python.rs"]
+mod support_python;
 #[path = "support/up.rs"]
 mod up;
 
@@ -31,29 +33,8 @@ impl Drop for Killed {
     }
 }
 
-/// The Python interpreter of the client suite's venv.
 fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("INFERD_TEST_PYTHON") {
-        return PathBuf::from(python);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "INFERD_TEST_PYTHON is not set: CI must run the Python client suite \
-         (export INFERD_TEST_PYTHON=$(tests/python/venv.sh))"
-    );
-    let out = Command::new("bash")
-        .arg(repo("tests/python/venv.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run bash tests/python/venv.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/venv.sh failed ({}); its message is above. \
-         Set INFERD_TEST_PYTHON to a Python with tests/python/requirements.txt installed instead",
-        out.status
-    );
-    let path = String::from_utf8(out.stdout).expect("venv.sh prints a UTF-8 path");
-    PathBuf::from(path.trim())
+    support_python::python("the Python client suite")
 }
 
 /// `-rs` lists why tests were skipped; no cache is written into the tree.

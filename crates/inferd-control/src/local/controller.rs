@@ -83,6 +83,19 @@ pub(super) struct ServiceState {
     pub(super) status: InferenceServiceStatus,
 }
 
+impl ServiceState {
+    fn new(record: ServiceRecord, autoscaling: AutoscalerConfig) -> ServiceState {
+        ServiceState {
+            record,
+            autoscaling,
+            revisions: BTreeMap::new(),
+            plan: None,
+            events: VecDeque::new(),
+            status: InferenceServiceStatus::default(),
+        }
+    }
+}
+
 pub(super) enum ModelFetch {
     Fetching,
     Ready(PathBuf),
@@ -145,14 +158,7 @@ impl Controller {
         let autoscaling = autoscaler_config(&record.spec, &self.config.autoscaler)
             .map_err(|e| LocalError::Invalid(format!("{}: {e}", record.name())))?;
         let name = record.name().to_owned();
-        let mut service = ServiceState {
-            record,
-            autoscaling,
-            revisions: BTreeMap::new(),
-            plan: None,
-            events: VecDeque::new(),
-            status: InferenceServiceStatus::default(),
-        };
+        let mut service = ServiceState::new(record, autoscaling);
         push_event(
             &mut service.events,
             "Resumed",
@@ -312,14 +318,7 @@ impl Controller {
                 None => {
                     let (record, outcome) = ServiceRecord::create(isvc, now);
                     self.state.save_service(&record)?;
-                    let mut service = ServiceState {
-                        record,
-                        autoscaling,
-                        revisions: BTreeMap::new(),
-                        plan: None,
-                        events: VecDeque::new(),
-                        status: InferenceServiceStatus::default(),
-                    };
+                    let mut service = ServiceState::new(record, autoscaling);
                     if let ApplyOutcome::Created { revision } = &outcome {
                         push_event(
                             &mut service.events,

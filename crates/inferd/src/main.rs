@@ -369,6 +369,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Servers log their fatal error too; a client command only prints it.
+    let logs_errors = matches!(cli.command, Command::Serve(_) | Command::Up(_));
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
@@ -385,7 +387,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            if logs_errors {
+                tracing::error!("{e:#}");
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

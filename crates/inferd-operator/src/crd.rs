@@ -136,6 +136,30 @@ pub fn structural_schema() -> Value {
             "description".to_owned(),
             json!("Observed state, written by the operator."),
         );
+        // The operator's own fields (`resource::ServiceStatus`): without them
+        // in the schema the API server would prune them from status patches.
+        if let Some(Value::Object(props)) = m.get_mut("properties") {
+            props.insert(
+                "observedGeneration".to_owned(),
+                json!({ "type": "integer", "format": "int64" }),
+            );
+            props.insert(
+                "revisions".to_owned(),
+                json!({
+                    "description": "The revisions that still have objects, oldest first.",
+                    "type": "array",
+                    "items": make_structural(schema_for::<RevisionSchema>()),
+                }),
+            );
+            props.insert(
+                "rolledOut".to_owned(),
+                json!({
+                    "description": "Revisions that took all the traffic, oldest first.",
+                    "type": "array",
+                    "items": { "type": "string" },
+                }),
+            );
+        }
     }
     json!({
         "description": "One served model: its files, how it scales, how traffic reaches it.",
@@ -149,6 +173,32 @@ pub fn structural_schema() -> Value {
             "status": status,
         },
     })
+}
+
+/// The schema of `resource::RecordedRevision` (the control core's
+/// `Revision`, which does not derive `JsonSchema`, plus `everReady`).
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct RevisionSchema {
+    name: String,
+    number: u32,
+    template: TemplateSchema,
+    created_at: u64,
+    #[serde(default)]
+    ever_ready: bool,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct TemplateSchema {
+    model: inferd_api::ModelSpec,
+    batching: Option<inferd_api::Batching>,
+    resources: Option<inferd_api::Resources>,
+    #[serde(default)]
+    env: Vec<inferd_api::EnvVar>,
+    container_concurrency: Option<u32>,
 }
 
 fn schema_for<T: JsonSchema>() -> Value {

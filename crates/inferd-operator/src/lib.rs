@@ -12,11 +12,19 @@
 //! - [`desired_objects`]: per revision in the plan, a Deployment and a
 //!   headless Service; and a Service named after the InferenceService
 //!   selecting the router pods.
+//! - [`reconcile::reconcile`]: one pass as a pure function: the revision
+//!   record (kept in the InferenceService's status, see [`resource`]), the
+//!   traffic plan, the objects to apply and delete, and the new status.
+//! - [`controller`]: the kube-runtime controller that performs those passes
+//!   with server-side apply (`inferd operator`).
 //! - [`structural::violations`]: checks a document against the CRD's schema
 //!   the way the API server does (with strict field validation).
 
+pub mod controller;
 pub mod crd;
 mod objects;
+pub mod reconcile;
+pub mod resource;
 pub mod structural;
 
 pub use crd::crd;
@@ -34,6 +42,15 @@ pub enum Error {
     /// An annotation's value is not usable.
     #[error("metadata.annotations[\"{key}\"]: {message}")]
     Annotation { key: String, message: String },
+    /// The object lacks a field the API server always sets.
+    #[error("the object has no {0}")]
+    MissingField(&'static str),
+    /// No cluster configuration was found (in-cluster service account or kubeconfig).
+    #[error("cannot connect to a Kubernetes cluster")]
+    Connect(#[source] kube::Error),
+    /// A request to the API server failed.
+    #[error("Kubernetes API request failed")]
+    Kube(#[source] kube::Error),
     /// Objects could not be written as YAML.
     #[error("cannot write YAML: {0}")]
     Yaml(String),

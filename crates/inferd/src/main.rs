@@ -65,6 +65,38 @@ enum Command {
     /// Print Kubernetes manifests.
     #[command(subcommand)]
     Manifests(ManifestsCommand),
+    /// Run the Kubernetes operator: reconcile InferenceServices into
+    /// Deployments and Services until SIGTERM.
+    Operator(OperatorArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "INFERD_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// The image whose `inferd` binary runs the replicas and their model download.
+    #[arg(long, env = "INFERD_OPERATOR_IMAGE")]
+    image: Option<String>,
+    /// Retired revisions kept at zero replicas, for a quick rollback.
+    #[arg(long, env = "INFERD_OPERATOR_RETIRED_REVISIONS", default_value_t = 2)]
+    retired_revisions: usize,
+}
+
+async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let mut options = inferd_operator::reconcile::ReconcileOptions {
+        retired_kept: args.retired_revisions,
+        ..Default::default()
+    };
+    if let Some(image) = args.image {
+        options.objects.image = image;
+    }
+    let config = inferd_operator::controller::ControllerConfig {
+        namespace: args.namespace,
+        options,
+    };
+    inferd_operator::controller::connect_and_run(config).await?;
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -370,7 +402,10 @@ fn main() -> ExitCode {
         }
     };
     // Servers log their fatal error too; a client command only prints it.
-    let logs_errors = matches!(cli.command, Command::Serve(_) | Command::Up(_));
+    let logs_errors = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Up(_) | Command::Operator(_)
+    );
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
@@ -381,6 +416,7 @@ fn main() -> ExitCode {
             Command::Logs(args) => local::logs(args).await,
             Command::Delete(args) => local::delete(args).await,
             Command::Fetch(args) => fetch(args).await,
+            Command::Operator(args) => operator(args).await,
             Command::Bench(_) | Command::Convert(_) | Command::Manifests(_) => Ok(()),
         }
     });

@@ -24,7 +24,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use inferd_api::{Batching, EnvVar, InferenceService, ModelSpec, PredictorSpec, Resources};
+use inferd_api::{
+    Batching, Condition, EnvVar, InferenceService, ModelSpec, PredictorSpec, Resources,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::autoscaler::{AutoscalerConfig, ConfigError, Metric};
@@ -362,6 +364,55 @@ pub fn plan_traffic(
         });
     }
     plan
+}
+
+/// KServe's readiness conditions of a service, for both backends:
+/// `PredictorReady` (the caller says whether every revision with a share can
+/// serve), `RoutesReady` (a revision with a share is routable), `Ready`
+/// (both), and `LatestRevisionReady: False` when the newest revision failed
+/// while an older one serves. A condition that is not met carries `detail`,
+/// else the newest revision's failure, else the first unavailable
+/// revision's reason. Transition times are the caller's.
+pub fn readiness_conditions(
+    plan: &TrafficPlan,
+    predictor_ready: bool,
+    latest_failure: Option<&str>,
+    detail: Option<&str>,
+) -> Vec<Condition> {
+    let routes_ready = plan
+        .revisions
+        .iter()
+        .any(|r| r.percent > 0 && r.route == Route::Routable);
+    let message = detail.or(latest_failure).map(str::to_owned).or_else(|| {
+        plan.revisions.iter().find_map(|r| match &r.route {
+            Route::Unavailable(reason) => Some(reason.clone()),
+            Route::Routable => None,
+        })
+    });
+    let cond = |type_: &str, ok: bool, reason: &str| Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: (!ok).then(|| reason.to_owned()),
+        message: if ok { None } else { message.clone() },
+        last_transition_time: None,
+    };
+    let mut conditions = vec![
+        cond("PredictorReady", predictor_ready, "RevisionNotReady"),
+        cond("RoutesReady", routes_ready, "NoRoutableRevision"),
+        cond("Ready", predictor_ready && routes_ready, "NotReady"),
+    ];
+    if let Some(failure) = latest_failure
+        && predictor_ready
+    {
+        conditions.push(Condition {
+            type_: "LatestRevisionReady".to_owned(),
+            status: "False".to_owned(),
+            reason: Some("RevisionFailed".to_owned()),
+            message: Some(failure.to_owned()),
+            last_transition_time: None,
+        });
+    }
+    conditions
 }
 
 /// Knative's per-revision autoscaling annotations that inferd reads, under

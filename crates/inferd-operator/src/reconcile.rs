@@ -16,10 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use inferd_api::{Condition, ModelState, ModelStatus, TrafficTarget};
+use inferd_api::{ModelState, ModelStatus, TrafficTarget};
 use inferd_control::service::{
     PlannedRevision, Revision, RevisionObserved, RevisionTemplate, Route, ServiceRecord,
-    TrafficPlan, plan_traffic, revision_name,
+    TrafficPlan, plan_traffic, readiness_conditions, revision_name,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 
@@ -278,7 +278,6 @@ fn status(
     let serving: Vec<&PlannedRevision> = plan.revisions.iter().filter(|r| r.percent > 0).collect();
     let predictor_ready =
         !serving.is_empty() && serving.iter().all(|r| observed(&r.name).ready_replicas > 0);
-    let routes_ready = serving.iter().any(|r| r.route == Route::Routable);
     let latest_failed = plan
         .latest
         .as_deref()
@@ -288,35 +287,8 @@ fn status(
                 .as_deref()
                 .is_some_and(|l| !observed(l).ever_ready)
         });
-    let not_ready_reason = || {
-        latest_failed.clone().or_else(|| {
-            plan.revisions.iter().find_map(|r| match &r.route {
-                Route::Unavailable(reason) => Some(reason.clone()),
-                Route::Routable => None,
-            })
-        })
-    };
-    let cond = |type_: &str, ok: bool, reason: &str| Condition {
-        type_: type_.to_owned(),
-        status: if ok { "True" } else { "False" }.to_owned(),
-        reason: (!ok).then(|| reason.to_owned()),
-        message: if ok { None } else { not_ready_reason() },
-        last_transition_time: None,
-    };
-    let mut conditions = vec![
-        cond("PredictorReady", predictor_ready, "RevisionNotReady"),
-        cond("RoutesReady", routes_ready, "NoRoutableRevision"),
-        cond("Ready", predictor_ready && routes_ready, "NotReady"),
-    ];
-    if latest_failed.is_some() && predictor_ready {
-        conditions.push(Condition {
-            type_: "LatestRevisionReady".to_owned(),
-            status: "False".to_owned(),
-            reason: Some("RevisionFailed".to_owned()),
-            message: latest_failed.clone(),
-            last_transition_time: None,
-        });
-    }
+    let mut conditions =
+        readiness_conditions(plan, predictor_ready, latest_failed.as_deref(), None);
     // A condition keeps its transition time while its status stays.
     let stamp = rfc3339(now);
     for c in &mut conditions {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::controller::{ModelFetch, ServiceState, model_state};
 use super::store::StateDir;
 use super::supervisor::Phase;
-use crate::service::{RevisionTemplate, Route, TrafficPlan};
+use crate::service::{RevisionTemplate, Route, TrafficPlan, readiness_conditions};
 
 /// One event: when (seconds since the Unix epoch), why, what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,50 +264,22 @@ pub(super) fn status(s: &ServiceState, plan: &TrafficPlan, url: &str) -> Inferen
         .map(|r| r.name.as_str())
         .collect();
     let predictor_ready = !serving.is_empty() && serving.iter().all(|r| ready_of(r));
-    let routes_ready = plan
-        .revisions
-        .iter()
-        .any(|r| r.percent > 0 && r.route == Route::Routable);
     let latest = s.record.latest().map(|r| r.name.clone());
     let latest_state = latest
         .as_ref()
         .and_then(|l| s.revisions.get(l))
         .map(model_state);
-    let not_ready_reason = || {
-        latest_state
-            .as_ref()
-            .and_then(|(_, reason)| reason.clone())
-            .or_else(|| {
-                plan.revisions.iter().find_map(|r| match &r.route {
-                    Route::Unavailable(reason) => Some(reason.clone()),
-                    Route::Routable => None,
-                })
-            })
+    let latest_failure = match &latest_state {
+        Some((ModelState::FailedToLoad, reason)) => reason.clone(),
+        _ => None,
     };
-    let cond = |type_: &str, ok: bool, reason: &str| Condition {
-        type_: type_.to_owned(),
-        status: if ok { "True" } else { "False" }.to_owned(),
-        reason: (!ok).then(|| reason.to_owned()),
-        message: if ok { None } else { not_ready_reason() },
-        last_transition_time: None,
-    };
-    let mut conditions = vec![
-        cond("PredictorReady", predictor_ready, "RevisionNotReady"),
-        cond("RoutesReady", routes_ready, "NoRoutableRevision"),
-        cond("Ready", predictor_ready && routes_ready, "NotReady"),
-    ];
-    // The newest revision failing while an older one serves: say so.
-    if let Some((ModelState::FailedToLoad, reason)) = &latest_state
-        && predictor_ready
-    {
-        conditions.push(Condition {
-            type_: "LatestRevisionReady".to_owned(),
-            status: "False".to_owned(),
-            reason: Some("RevisionFailed".to_owned()),
-            message: reason.clone(),
-            last_transition_time: None,
-        });
-    }
+    let detail = latest_state.as_ref().and_then(|(_, reason)| reason.clone());
+    let mut conditions = readiness_conditions(
+        plan,
+        predictor_ready,
+        latest_failure.as_deref(),
+        detail.as_deref(),
+    );
     // Replicas of a revision the router knows that keep dying.
     let crashing: Vec<String> = plan
         .revisions

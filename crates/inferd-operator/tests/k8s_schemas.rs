@@ -1,0 +1,72 @@
+//! Every object the operator generates (the snapshots of `tests/objects.rs`
+//! and the CRD of `tests/crd.rs`) against the official Kubernetes JSON
+//! schemas of two versions, with strict validation (unknown fields refused),
+//! using the kubernetes-validate package of the test venv.
+
+#[path = "../../../tests/support/python.rs"]
+mod support_python;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Kubernetes versions checked: the oldest one k8s-openapi's feature
+/// targets, and a recent one.
+const VERSIONS: [&str; 2] = ["1.33.0", "1.36.0"];
+
+fn snapshots() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("snapshots folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs kubernetes-validate; returns (success, output).
+fn validate(version: &str, files: &[PathBuf]) -> (bool, String) {
+    let python = support_python::python("the Kubernetes schema checks");
+    let out = Command::new(python)
+        .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+        .args(files)
+        .output()
+        .expect("run kubernetes_validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn generated_objects_are_valid_kubernetes_objects() {
+    let files = snapshots();
+    assert!(files.len() >= 6, "snapshots: {files:?}");
+    for version in VERSIONS {
+        let (ok, text) = validate(version, &files);
+        assert!(ok, "against {version}:\n{text}");
+        let passed = text.matches(" passed for resource ").count();
+        // Every Deployment and Service of the five object snapshots, and the CRD.
+        assert!(
+            passed >= 16,
+            "{passed} resources passed against {version}:\n{text}"
+        );
+        assert!(!text.contains("failed"), "{text}");
+    }
+}
+
+#[test]
+fn the_validator_refuses_a_bad_object() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  replicas: two\n  selector: {}\n  template: {}\n",
+    )
+    .expect("write");
+    let (ok, text) = validate(VERSIONS[0], &[bad]);
+    assert!(!ok, "a Deployment with replicas: two passed:\n{text}");
+}

@@ -22,6 +22,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod install;
 mod objects;
 pub mod reconcile;
 pub mod resource;

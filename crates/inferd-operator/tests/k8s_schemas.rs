@@ -59,6 +59,19 @@ fn generated_objects_are_valid_kubernetes_objects() {
 }
 
 #[test]
+fn the_install_manifests_are_valid_kubernetes_objects() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("install.yaml");
+    let yaml = inferd_operator::install::install_yaml(&Default::default()).expect("install yaml");
+    std::fs::write(&file, yaml).expect("write");
+    for version in VERSIONS {
+        let (ok, text) = validate(version, std::slice::from_ref(&file));
+        assert!(ok, "against {version}:\n{text}");
+        assert_eq!(text.matches(" passed for resource ").count(), 6, "{text}");
+    }
+}
+
+#[test]
 fn the_validator_refuses_a_bad_object() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.yaml");

@@ -103,6 +103,16 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
 enum ManifestsCommand {
     /// The CustomResourceDefinitions (serving.inferd.dev), as YAML for `kubectl apply -f -`.
     Crds,
+    /// The CRDs, the operator's namespace, ServiceAccount, ClusterRole (only
+    /// the verbs it uses), binding and Deployment, for `kubectl apply -f -`.
+    Install {
+        /// The operator's namespace.
+        #[arg(long, default_value = "inferd-system")]
+        namespace: String,
+        /// The image holding the inferd binary (default: this version's).
+        #[arg(long)]
+        image: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -359,8 +369,21 @@ fn parse_grpc_port(s: &str) -> Result<GrpcPort, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Manifests(ManifestsCommand::Crds) = &cli.command {
-        return match inferd_operator::crds_yaml() {
+    if let Command::Manifests(which) = &cli.command {
+        let yaml = match which {
+            ManifestsCommand::Crds => inferd_operator::crds_yaml(),
+            ManifestsCommand::Install { namespace, image } => {
+                let mut options = inferd_operator::install::InstallOptions {
+                    namespace: namespace.clone(),
+                    ..Default::default()
+                };
+                if let Some(image) = image {
+                    options.image = image.clone();
+                }
+                inferd_operator::install::install_yaml(&options)
+            }
+        };
+        return match yaml {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -1,0 +1,279 @@
+//! What installs the operator, as `inferd manifests install` prints it: the
+//! CRD, a namespace, the operator's ServiceAccount, a ClusterRole with only
+//! the verbs the controller uses, its binding, and the operator Deployment.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde::Serialize;
+
+use crate::OperatorOptions;
+use crate::crd::crd;
+
+/// Where and how the operator is installed.
+#[derive(Clone, Debug)]
+pub struct InstallOptions {
+    /// The operator's namespace.
+    pub namespace: String,
+    /// The image holding the `inferd` binary.
+    pub image: String,
+    /// Log format of the operator (`text` or `json`).
+    pub log_format: String,
+}
+
+impl Default for InstallOptions {
+    fn default() -> InstallOptions {
+        InstallOptions {
+            namespace: "inferd-system".to_owned(),
+            image: OperatorOptions::default().image,
+            log_format: "json".to_owned(),
+        }
+    }
+}
+
+/// The name shared by the operator's ServiceAccount, ClusterRole, binding
+/// and Deployment.
+pub const OPERATOR_NAME: &str = "inferd-operator";
+
+/// One object of the install set.
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
+pub enum InstallObject {
+    Crd(Box<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>),
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    Deployment(Box<Deployment>),
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_owned(),
+            OPERATOR_NAME.to_owned(),
+        ),
+        ("app.kubernetes.io/part-of".to_owned(), "inferd".to_owned()),
+    ])
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    }
+}
+
+/// The operator's permissions: exactly what the controller calls.
+///
+/// - InferenceServices: watched (`get`, `list`, `watch`); their status is
+///   written by server-side apply to the status subresource (`patch`).
+/// - Deployments and Services: watched, applied server-side (`patch`, which
+///   also creates), and retired revisions' deleted (`delete`).
+pub fn operator_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            inferd_api::GROUP,
+            &["inferenceservices"],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            inferd_api::GROUP,
+            &["inferenceservices/status"],
+            &["get", "patch"],
+        ),
+        rule(
+            "apps",
+            &["deployments"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        rule(
+            "",
+            &["services"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+    ]
+}
+
+/// Every object that installs the operator, in the order to apply them.
+pub fn install_objects(options: &InstallOptions) -> Vec<InstallObject> {
+    let ns = options.namespace.as_str();
+    let pod_labels = labels();
+    let container = Container {
+        name: "operator".to_owned(),
+        image: Some(options.image.clone()),
+        args: Some(vec![
+            "operator".to_owned(),
+            "--image".to_owned(),
+            options.image.clone(),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "INFERD_LOG_FORMAT".to_owned(),
+            value: Some(options.log_format.clone()),
+            ..EnvVar::default()
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("50m".to_owned())),
+                ("memory".to_owned(), Quantity("64Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_owned(),
+                Quantity("256Mi".to_owned()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(OPERATOR_NAME, Some(ns)),
+        spec: Some(DeploymentSpec {
+            // One replica: leader election is not written yet, and two
+            // controllers would apply the same objects twice.
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(pod_labels.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(OPERATOR_NAME.to_owned()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65_532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    vec![
+        InstallObject::Crd(Box::new(crd())),
+        InstallObject::Namespace(Namespace {
+            metadata: meta(ns, None),
+            ..Namespace::default()
+        }),
+        InstallObject::ServiceAccount(ServiceAccount {
+            metadata: meta(OPERATOR_NAME, Some(ns)),
+            ..ServiceAccount::default()
+        }),
+        InstallObject::ClusterRole(ClusterRole {
+            metadata: meta(OPERATOR_NAME, None),
+            rules: Some(operator_rules()),
+            ..ClusterRole::default()
+        }),
+        InstallObject::ClusterRoleBinding(ClusterRoleBinding {
+            metadata: meta(OPERATOR_NAME, None),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "ClusterRole".to_owned(),
+                name: OPERATOR_NAME.to_owned(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_owned(),
+                name: OPERATOR_NAME.to_owned(),
+                namespace: Some(ns.to_owned()),
+                ..Subject::default()
+            }]),
+        }),
+        InstallObject::Deployment(Box::new(deployment)),
+    ]
+}
+
+/// The install set as YAML, as `inferd manifests install` prints it.
+pub fn install_yaml(options: &InstallOptions) -> crate::Result<String> {
+    crate::to_yaml(&install_objects(options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_grants_what_the_controller_uses_and_nothing_else() {
+        let rules = operator_rules();
+        let mut granted: Vec<(String, String)> = Vec::new();
+        for r in &rules {
+            for resource in r.resources.iter().flatten() {
+                for verb in &r.verbs {
+                    granted.push((resource.clone(), verb.clone()));
+                }
+            }
+        }
+        assert_eq!(granted.len(), 17);
+        for verb in [
+            "list", "watch", "delete", "create", "update", "escalate", "*",
+        ] {
+            assert!(
+                !granted
+                    .iter()
+                    .any(|(r, v)| r == "inferenceservices/status" && v == verb),
+                "status gets {verb}"
+            );
+        }
+        assert!(!granted.iter().any(|(r, _)| r == "secrets" || r == "*"));
+        assert!(!granted.iter().any(|(_, v)| v == "*" || v == "update"));
+    }
+
+    #[test]
+    fn the_install_set_is_in_apply_order_and_named_consistently() {
+        let yaml = install_yaml(&InstallOptions::default()).expect("yaml");
+        let kinds: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "CustomResourceDefinition",
+                "Namespace",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Deployment"
+            ]
+        );
+        assert!(yaml.contains("namespace: inferd-system"));
+        assert!(yaml.contains("serviceAccountName: inferd-operator"));
+    }
+}

@@ -226,7 +226,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let router = format!("http://{}", plane.router_addr());
     if !services.is_empty() {
         match plane.apply(services).await {
-            Ok(applied) => print_applied(&applied, &router),
+            Ok(applied) => print_applied(&applied),
             Err(e) => {
                 plane.shutdown().await;
                 return Err(e.into());
@@ -254,7 +254,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_applied(applied: &[inferd_control::local::Applied], router: &str) {
+fn print_applied(applied: &[inferd_control::local::Applied]) {
     use inferd_control::service::ApplyOutcome;
     for a in applied {
         let what = match &a.outcome {
@@ -266,7 +266,6 @@ fn print_applied(applied: &[inferd_control::local::Applied], router: &str) {
             ApplyOutcome::Unchanged => "unchanged".to_owned(),
         };
         println!("inferenceservice/{} {what}", a.name);
-        let _ = router;
     }
 }
 
@@ -274,7 +273,7 @@ pub(crate) async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
     let services = read_services(&args.files)?;
     let client = args.state.client()?;
     let applied = client.apply(&services).await?;
-    print_applied(&applied, &client.router_url);
+    print_applied(&applied);
     Ok(())
 }
 

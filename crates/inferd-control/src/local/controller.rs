@@ -215,18 +215,11 @@ impl Controller {
                 let _ = reply.send(result);
             }
             Command::List { reply } => {
-                let views = self
-                    .services
-                    .values()
-                    .map(|s| view::service_view(s, &self.state))
-                    .collect();
+                let views = self.services.values().map(view::service_view).collect();
                 let _ = reply.send(views);
             }
             Command::Get { name, reply } => {
-                let view = self
-                    .services
-                    .get(&name)
-                    .map(|s| view::service_view(s, &self.state));
+                let view = self.services.get(&name).map(view::service_view);
                 let _ = reply.send(view);
             }
             Command::Logs {
@@ -480,8 +473,10 @@ impl Controller {
         // Observe.
         let mut observed = BTreeMap::new();
         for (rev_name, r) in &mut service.revisions {
-            for slot in &mut r.replicas {
-                let status = slot.handle.status();
+            // One snapshot of each replica per pass, so the events, the
+            // ready count and the failure agree.
+            let statuses: Vec<_> = r.replicas.iter().map(|s| s.handle.status()).collect();
+            for (slot, status) in r.replicas.iter_mut().zip(&statuses) {
                 if status.phase != slot.last_phase || status.restarts != slot.last_restarts {
                     let message = match status.phase {
                         Phase::Ready => format!(
@@ -512,11 +507,7 @@ impl Controller {
                     slot.last_restarts = status.restarts;
                 }
             }
-            let ready = r
-                .replicas
-                .iter()
-                .filter(|s| s.handle.status().phase == Phase::Ready)
-                .count() as u32;
+            let ready = statuses.iter().filter(|s| s.phase == Phase::Ready).count() as u32;
             if ready > 0 {
                 r.ever_ready = true;
             }
@@ -525,16 +516,14 @@ impl Controller {
             } else {
                 match &r.model {
                     ModelFetch::Failed(e) => Some(format!("model: {e}")),
-                    _ => r
-                        .replicas
+                    _ => statuses
                         .iter()
-                        .map(|s| s.handle.status())
                         .find(|s| s.phase == Phase::CrashLoop)
                         .map(|s| {
                             format!(
                                 "replicas crash before ready ({}): {}",
-                                s.last_exit.unwrap_or_default(),
-                                s.message.unwrap_or_default()
+                                s.last_exit.as_deref().unwrap_or_default(),
+                                s.message.as_deref().unwrap_or_default()
                             )
                         }),
                 }

@@ -106,7 +106,7 @@ fn condition<'a>(isvc: &'a InferenceService, type_: &str) -> Option<&'a str> {
         .map(|c| c.status.as_str())
 }
 
-pub(super) fn service_view(s: &ServiceState, state: &StateDir) -> ServiceView {
+pub(super) fn service_view(s: &ServiceState) -> ServiceView {
     let mut service = s.record.spec.clone();
     service.status = Some(s.status.clone());
     let plan = s.plan.as_ref();
@@ -196,7 +196,6 @@ pub(super) fn service_view(s: &ServiceState, state: &StateDir) -> ServiceView {
             }
         })
         .collect();
-    let _ = state;
     ServiceView {
         service,
         generation: s.record.generation,

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Errors};
 use crate::types::{
-    Batching, EnvVar, InferenceService, InferenceServiceSpec, ModelFormat, ModelSpec, ObjectMeta,
-    OnnxBackend, PredictorSpec, Quantity, QueueDelay, Resources, RuntimeOptions, ScaleMetric,
+    Affinity, AutoscalerClass, Batching, EnvVar, InferenceService, InferenceServiceSpec,
+    ModelFormat, ModelSpec, ObjectMeta, OnnxBackend, PredictorSpec, Quantity, QueueDelay,
+    Resources, RuntimeOptions, ScaleMetric, Toleration,
 };
 
 /// `apiVersion` of KServe's InferenceService.
@@ -87,6 +88,16 @@ pub struct KServePredictor {
     pub canary_traffic_percent: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batcher: Option<KServeBatcher>,
+    /// KServe's predictor is a pod spec too; these of its pod fields are
+    /// carried over as they are, the others refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -196,11 +207,11 @@ fn unsupported(field: &str) -> Option<&'static str> {
         "finalizers" | "ownerReferences" | "generateName" => {
             "not supported by inferd's local control plane"
         }
-        "serviceAccountName"
-        | "nodeSelector"
-        | "tolerations"
-        | "affinity"
-        | "volumes"
+        // Read on the predictor; met anywhere else (in the model, say), they are misplaced.
+        "serviceAccountName" | "nodeSelector" | "tolerations" | "affinity" => {
+            "a pod setting: inferd reads it on the predictor (spec.predictor), beside model"
+        }
+        "volumes"
         | "volumeMounts"
         | "imagePullSecrets"
         | "securityContext"
@@ -329,6 +340,7 @@ pub fn from_kserve(k: &KServeInferenceService) -> Result<InferenceService, ApiEr
         .map(|m| (format!("{at}.scaleMetric"), m));
     let mut scale_target = p.scale_target.map(|t| (format!("{at}.scaleTarget"), t));
     let mut fixed_replicas = false;
+    let mut autoscaler_class = None;
     let mut kept_annotations = BTreeMap::new();
     for (key, value) in annotations {
         let path = format!("metadata.annotations[{key}]");
@@ -341,7 +353,8 @@ pub fn from_kserve(k: &KServeInferenceService) -> Result<InferenceService, ApiEr
                 ),
             },
             "serving.kserve.io/autoscalerClass" => match value.as_str() {
-                "hpa" | "kpa" => {}
+                "hpa" => autoscaler_class = Some(AutoscalerClass::Hpa),
+                "kpa" => autoscaler_class = Some(AutoscalerClass::Kpa),
                 "none" | "external" => fixed_replicas = true,
                 other => e.push(
                     path,
@@ -393,6 +406,8 @@ pub fn from_kserve(k: &KServeInferenceService) -> Result<InferenceService, ApiEr
     let scale_metric = scale_metric.and_then(|(path, m)| match m.as_str() {
         "concurrency" => Some(ScaleMetric::Concurrency),
         "rps" => Some(ScaleMetric::Rps),
+        // The HPA scales on CPU, its target is `scaleTarget`.
+        "cpu" if autoscaler_class == Some(AutoscalerClass::Hpa) => None,
         "cpu" | "memory" => {
             e.push(
                 path,
@@ -498,12 +513,17 @@ pub fn from_kserve(k: &KServeInferenceService) -> Result<InferenceService, ApiEr
                 max_replicas,
                 scale_metric,
                 scale_target,
+                autoscaler_class,
                 container_concurrency,
                 timeout_seconds,
                 canary_traffic_percent,
                 batching,
                 resources,
                 env,
+                node_selector: p.node_selector.clone(),
+                tolerations: p.tolerations.clone(),
+                affinity: p.affinity.clone(),
+                service_account_name: p.service_account_name.clone(),
             },
         },
         status: None,

@@ -730,6 +730,549 @@ fn resolves_relative_paths_against_the_yaml_folder() {
     assert_eq!(m("s3://bucket/iris"), None);
 }
 
+// ---- Pod placement and identity -----------------------------------------------
+
+/// The four pod settings, written at the predictor's indentation (inferd's and
+/// KServe's alike). `tolerations[2]` is the NoExecute one.
+const POD: &str = r#"    nodeSelector:
+      cloud.google.com/gke-accelerator: nvidia-l4
+      pool: gpu
+      empty: ""
+    tolerations:
+      - key: nvidia.com/gpu
+        operator: Exists
+        effect: NoSchedule
+      - key: dedicated
+        operator: Equal
+        value: ml
+        effect: PreferNoSchedule
+      - key: node.kubernetes.io/unreachable
+        operator: Exists
+        effect: NoExecute
+        tolerationSeconds: 300
+      - operator: Exists
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms:
+            - matchExpressions:
+                - key: topology.kubernetes.io/zone
+                  operator: In
+                  values: [us-central1-a]
+      podAntiAffinity:
+        preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector:
+                matchLabels: {app: iris}
+    serviceAccountName: models-reader
+"#;
+
+/// GOOD with the pod settings.
+fn with_pod() -> String {
+    edited("    env:\n", &format!("{POD}    env:\n"))
+}
+
+/// `with_pod()` with `from` (which must occur once in it) replaced by `to`.
+fn pod_edited(from: &str, to: &str) -> String {
+    let text = with_pod();
+    assert_eq!(text.matches(from).count(), 1, "{from}");
+    text.replace(from, to)
+}
+
+/// The error for `pod_edited(from, to)`, which must be refused naming `path`.
+fn pod_refused(from: &str, to: &str, path: &str) -> String {
+    let msg = match one(&pod_edited(from, to)) {
+        Ok(isvc) => panic!("accepted {to:?}: {:?}", isvc.spec.predictor),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains(&format!("{path}:")),
+        "{to:?}: expected the path {path} in: {msg}"
+    );
+    msg
+}
+
+fn pod_accepted(from: &str, to: &str) -> PredictorSpec {
+    match one(&pod_edited(from, to)) {
+        Ok(isvc) => isvc.spec.predictor,
+        Err(e) => panic!("refused {to:?}: {e}"),
+    }
+}
+
+#[test]
+fn pod_settings_are_read_and_round_trip() {
+    let isvc = one(&with_pod()).unwrap();
+    let p = &isvc.spec.predictor;
+    assert!(p.has_pod_settings());
+    assert_eq!(p.node_selector["pool"], "gpu");
+    assert_eq!(
+        p.node_selector["cloud.google.com/gke-accelerator"],
+        "nvidia-l4"
+    );
+    assert_eq!(p.node_selector["empty"], "");
+    assert_eq!(p.tolerations.len(), 4);
+    assert_eq!(
+        p.tolerations[1],
+        Toleration {
+            key: Some("dedicated".into()),
+            operator: Some(TolerationOperator::Equal),
+            value: Some("ml".into()),
+            effect: Some(TaintEffect::PreferNoSchedule),
+            toleration_seconds: None,
+        }
+    );
+    assert_eq!(p.tolerations[2].toleration_seconds, Some(300));
+    assert_eq!(p.tolerations[2].effect, Some(TaintEffect::NoExecute));
+    // No key with Exists: every taint.
+    assert_eq!(
+        p.tolerations[3],
+        Toleration {
+            operator: Some(TolerationOperator::Exists),
+            ..Toleration::default()
+        }
+    );
+    let affinity = &p.affinity.as_ref().unwrap().0;
+    assert_eq!(
+        affinity.keys().collect::<Vec<_>>(),
+        ["nodeAffinity", "podAntiAffinity"]
+    );
+    assert_eq!(
+        affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(p.service_account_name.as_deref(), Some("models-reader"));
+    let text = to_yaml(&isvc).unwrap();
+    assert_eq!(one(&text).unwrap(), isvc, "{text}");
+    // Absent, they are empty, and not written: a spec without them writes as before.
+    let plain = one(GOOD).unwrap();
+    assert!(!plain.spec.predictor.has_pod_settings());
+    let text = to_yaml(&plain).unwrap();
+    for key in [
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "serviceAccountName",
+    ] {
+        assert!(!text.contains(key), "{key} in {text}");
+    }
+    let new = PredictorSpec::new(ModelSpec::new(ModelFormat::Onnx, "m.onnx"));
+    assert!(!new.has_pod_settings());
+    // An empty affinity and empty lists are accepted.
+    let p = pod_accepted(
+        POD,
+        "    affinity: {}\n    tolerations: []\n    nodeSelector: {}\n",
+    );
+    assert_eq!(p.affinity, Some(Affinity::default()));
+    assert!(p.tolerations.is_empty() && p.node_selector.is_empty());
+}
+
+#[test]
+fn refuses_bad_node_selectors() {
+    let at = "spec.predictor.nodeSelector";
+    for key in [
+        "../x",
+        "..",
+        "-pool",
+        "pool-",
+        "a b",
+        "Example.COM/x",
+        "a/b/c",
+        "/x",
+        "x/",
+        "\"\"",
+    ] {
+        let shown = crate::validate::shown(key.trim_matches('"'));
+        pod_refused(
+            "      pool: gpu\n",
+            &format!("      {key}: gpu\n"),
+            &format!("{at}[{shown}]"),
+        );
+    }
+    let long = "k".repeat(64);
+    pod_refused(
+        "      pool: gpu\n",
+        &format!("      {long}: gpu\n"),
+        &format!("{at}[{long}]"),
+    );
+    let long_prefix = format!("{}.com/x", "a".repeat(250));
+    let msg = pod_refused(
+        "      pool: gpu\n",
+        &format!("      {long_prefix}: gpu\n"),
+        &format!("{at}[{}…]", &long_prefix[..64]),
+    );
+    assert!(msg.len() < 400, "a huge key is shown shortened: {msg}");
+    // The path names the key.
+    let msg = pod_refused(
+        "      pool: gpu\n",
+        "      ../x: gpu\n",
+        &format!("{at}[../x]"),
+    );
+    assert!(msg.contains("is not a DNS subdomain"), "{msg}");
+    for value in ["has space", "-gpu", "gpu/", "../x"] {
+        pod_refused(
+            "      pool: gpu\n",
+            &format!("      pool: \"{value}\"\n"),
+            &format!("{at}[pool]"),
+        );
+    }
+    let long = "v".repeat(64);
+    pod_refused(
+        "      pool: gpu\n",
+        &format!("      pool: {long}\n"),
+        &format!("{at}[pool]"),
+    );
+    // Prefixed keys of well-known labels are fine.
+    let p = pod_accepted("      pool: gpu\n", "      kubernetes.io/os: linux\n");
+    assert_eq!(p.node_selector["kubernetes.io/os"], "linux");
+    // Wrong types.
+    pod_refused(
+        "      pool: gpu\n",
+        "      pool: {a: 1}\n",
+        &format!("{at}.pool"),
+    );
+    pod_refused(
+        "      pool: gpu\n",
+        "      pool: [gpu]\n",
+        &format!("{at}.pool"),
+    );
+    pod_refused(
+        "      pool: gpu\n",
+        "      pool: 1\n",
+        &format!("{at}.pool"),
+    );
+    pod_refused(
+        "    nodeSelector:\n      cloud.google.com/gke-accelerator: nvidia-l4\n      pool: gpu\n      empty: \"\"\n",
+        "    nodeSelector: [pool]\n",
+        at,
+    );
+    // Too many: refused by the count alone.
+    let many: String = (0..=MAX_NODE_SELECTOR)
+        .map(|i| format!("      k{i}: \"bad value {i}\"\n"))
+        .collect();
+    let err = one(&pod_edited("      pool: gpu\n", &many)).unwrap_err();
+    assert_eq!(err.field_errors().len(), 1, "{err}");
+    assert_eq!(err.field_errors()[0].path, at);
+}
+
+#[test]
+fn refuses_bad_tolerations() {
+    let at = "spec.predictor.tolerations";
+    // Enums: an unknown or mis-cased value names the field.
+    let msg = pod_refused(
+        "effect: NoExecute",
+        "effect: NoExecut",
+        &format!("{at}[2].effect"),
+    );
+    assert!(msg.contains("NoExecute"), "lists the effects: {msg}");
+    pod_refused(
+        "effect: NoExecute",
+        "effect: noexecute",
+        &format!("{at}[2].effect"),
+    );
+    pod_refused(
+        "effect: NoExecute",
+        "effect: \"\"",
+        &format!("{at}[2].effect"),
+    );
+    pod_refused(
+        "operator: Equal",
+        "operator: In",
+        &format!("{at}[1].operator"),
+    );
+    pod_refused(
+        "operator: Equal",
+        "operator: [Equal]",
+        &format!("{at}[1].operator"),
+    );
+    // Exists with a value.
+    let msg = pod_refused(
+        "        effect: NoSchedule\n",
+        "        effect: NoSchedule\n        value: present\n",
+        &format!("{at}[0].value"),
+    );
+    assert!(msg.contains("Exists matches any value"), "{msg}");
+    // tolerationSeconds: NoExecute only, and never negative, fractional, NaN or huge.
+    let msg = pod_refused(
+        "        effect: NoSchedule\n",
+        "        effect: NoSchedule\n        tolerationSeconds: 5\n",
+        &format!("{at}[0].tolerationSeconds"),
+    );
+    assert!(msg.contains("NoExecute only"), "{msg}");
+    pod_refused(
+        "      - operator: Exists\n",
+        "      - operator: Exists\n        tolerationSeconds: 5\n",
+        &format!("{at}[3].tolerationSeconds"),
+    );
+    for bad in [
+        "-1",
+        "-9223372036854775808",
+        "1.5",
+        "1e30",
+        "99999999999999999999",
+        "five",
+        "\"300\"",
+    ] {
+        pod_refused(
+            "tolerationSeconds: 300",
+            &format!("tolerationSeconds: {bad}"),
+            &format!("{at}[2].tolerationSeconds"),
+        );
+    }
+    // The reader refuses non-finite numbers anywhere.
+    for bad in [".nan", ".inf", "-.inf"] {
+        let text = pod_edited(
+            "tolerationSeconds: 300",
+            &format!("tolerationSeconds: {bad}"),
+        );
+        assert!(matches!(one(&text), Err(ApiError::Yaml(_))), "{bad}");
+    }
+    let p = pod_accepted("tolerationSeconds: 300", "tolerationSeconds: 0");
+    assert_eq!(p.tolerations[2].toleration_seconds, Some(0));
+    // A key is required unless the operator is Exists; Equal is the default.
+    let msg = pod_refused(
+        "      - key: dedicated\n        operator: Equal\n",
+        "      - operator: Equal\n",
+        &format!("{at}[1].key"),
+    );
+    assert!(msg.contains("unless operator is Exists"), "{msg}");
+    pod_refused(
+        "      - key: dedicated\n        operator: Equal\n",
+        "      - key: \"\"\n",
+        &format!("{at}[1].key"),
+    );
+    let p = pod_accepted("        operator: Equal\n", "");
+    assert_eq!(
+        p.tolerations[1].operator_or_default(),
+        TolerationOperator::Equal
+    );
+    // Malformed keys and values.
+    for key in ["../x", "a b", "-a", "UPPER.example/x", &"k".repeat(64)] {
+        pod_refused(
+            "key: dedicated",
+            &format!("key: \"{key}\""),
+            &format!("{at}[1].key"),
+        );
+    }
+    for value in ["m l", "../x", "-ml", &"v".repeat(64)] {
+        pod_refused(
+            "value: ml",
+            &format!("value: \"{value}\""),
+            &format!("{at}[1].value"),
+        );
+    }
+    // Unknown fields and wrong types.
+    pod_refused(
+        "tolerationSeconds: 300",
+        "tolerationSecond: 300",
+        &format!("{at}[2].tolerationSecond"),
+    );
+    pod_refused(
+        "key: dedicated",
+        "key: [dedicated]",
+        &format!("{at}[1].key"),
+    );
+    pod_refused("value: ml", "value: {a: b}", &format!("{at}[1].value"));
+    pod_refused(
+        "      - operator: Exists\n",
+        "      - Exists\n",
+        &format!("{at}[3]"),
+    );
+    let whole = "    tolerations:\n";
+    let text = with_pod();
+    let start = text.find(whole).unwrap();
+    let end = text.find("    affinity:\n").unwrap();
+    let list = &text[start..end];
+    pod_refused(list, "    tolerations: {key: a}\n", at);
+    pod_refused(list, "    tolerations: dedicated\n", at);
+    // Too many: refused by the count alone.
+    let many: String = (0..=MAX_TOLERATIONS)
+        .map(|_| "      - operator: Exists\n        value: bad\n")
+        .collect();
+    let err = one(&pod_edited(list, &format!("{whole}{many}"))).unwrap_err();
+    assert_eq!(err.field_errors().len(), 1, "{err}");
+    assert_eq!(err.field_errors()[0].path, at);
+    let enough: String = (0..MAX_TOLERATIONS)
+        .map(|_| "      - operator: Exists\n")
+        .collect();
+    let p = pod_accepted(list, &format!("{whole}{enough}"));
+    assert_eq!(p.tolerations.len(), MAX_TOLERATIONS);
+    // Every bad toleration is reported at once.
+    let text = pod_edited("key: dedicated", "key: ../x").replace(
+        "        effect: NoSchedule\n",
+        "        effect: NoSchedule\n        value: v\n",
+    );
+    let err = one(&text).unwrap_err();
+    let paths: Vec<&str> = err.field_errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [format!("{at}[0].value"), format!("{at}[1].key")],
+        "{err}"
+    );
+}
+
+#[test]
+fn refuses_bad_affinity() {
+    let at = "spec.predictor.affinity";
+    let text = with_pod();
+    let start = text.find("    affinity:\n").unwrap();
+    let end = text.find("    serviceAccountName:").unwrap();
+    let block = &text[start..end];
+    // Not a mapping.
+    for bad in ["[nodeAffinity]", "nodeAffinity", "3", "true"] {
+        let msg = pod_refused(block, &format!("    affinity: {bad}\n"), at);
+        assert!(msg.contains("expected a mapping"), "{msg}");
+    }
+    // Only the three fields of Kubernetes' Affinity, each a mapping.
+    let msg = pod_refused(
+        "      nodeAffinity:\n",
+        "      nodeAfinity:\n",
+        &format!("{at}.nodeAfinity"),
+    );
+    assert!(
+        msg.contains("nodeAffinity, podAffinity or podAntiAffinity"),
+        "{msg}"
+    );
+    pod_refused(block, "    affinity: {../x: {}}\n", &format!("{at}.../x"));
+    pod_refused(block, "    affinity: {\"\": {}}\n", &format!("{at}."));
+    for bad in ["3", "[a]", "yes", "null", "\"x\""] {
+        pod_refused(
+            block,
+            &format!("    affinity: {{podAffinity: {bad}}}\n"),
+            &format!("{at}.podAffinity"),
+        );
+    }
+    // Its inside is passed through as written, whatever its fields.
+    let p = pod_accepted(
+        block,
+        "    affinity: {podAffinity: {someFutureField: [1, 2.5, null, {a: b}]}}\n",
+    );
+    assert_eq!(
+        p.affinity.unwrap().0["podAffinity"]["someFutureField"][1],
+        2.5
+    );
+    // At most 64 KiB as JSON.
+    let big = "x".repeat(MAX_AFFINITY_BYTES);
+    let msg = pod_refused(
+        block,
+        &format!("    affinity: {{nodeAffinity: {{a: {big}}}}}\n"),
+        at,
+    );
+    assert!(msg.contains("at most 65536"), "{msg}");
+    let fits = "x".repeat(MAX_AFFINITY_BYTES - 100);
+    pod_accepted(
+        block,
+        &format!("    affinity: {{nodeAffinity: {{a: {fits}}}}}\n"),
+    );
+    // Deep nesting stops at the reader's limits rather than overflowing the stack.
+    let deep = format!(
+        "    affinity: {{nodeAffinity: {}{}}}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert!(matches!(
+        one(&pod_edited(block, &deep)),
+        Err(ApiError::Yaml(_))
+    ));
+}
+
+#[test]
+fn refuses_bad_service_account_names() {
+    let at = "spec.predictor.serviceAccountName";
+    let long = "a".repeat(254);
+    for bad in [
+        "../x",
+        "..",
+        ".",
+        "a/b",
+        "Models",
+        "a_b",
+        "-a",
+        "a-",
+        "a..b",
+        ".a",
+        "a.",
+        "a b",
+        "\"\"",
+        "\"a\\u0000\"",
+        long.as_str(),
+    ] {
+        pod_refused(
+            "serviceAccountName: models-reader",
+            &format!("serviceAccountName: {bad}"),
+            at,
+        );
+    }
+    for bad in ["[a]", "{a: b}", "5", "true"] {
+        pod_refused(
+            "serviceAccountName: models-reader",
+            &format!("serviceAccountName: {bad}"),
+            at,
+        );
+    }
+    for good in [
+        "a",
+        "models-reader",
+        "team.models-reader-2",
+        &"a".repeat(253),
+    ] {
+        let p = pod_accepted(
+            "serviceAccountName: models-reader",
+            &format!("serviceAccountName: {good}"),
+        );
+        assert_eq!(p.service_account_name.as_deref(), Some(good));
+    }
+    assert!(dns1123_subdomain("default").is_ok());
+    assert!(dns1123_subdomain("").is_err());
+    assert!(dns1123_subdomain("../etc/passwd").is_err());
+}
+
+#[test]
+fn validate_checks_pod_settings_built_in_code() {
+    let mut isvc = InferenceService::new(
+        "iris",
+        PredictorSpec::new(ModelSpec::new(ModelFormat::Onnx, "/m/model.onnx")),
+    );
+    isvc.validate().unwrap();
+    let p = &mut isvc.spec.predictor;
+    p.node_selector.insert("../x".into(), "y".into());
+    p.tolerations.push(Toleration {
+        key: Some("k".into()),
+        operator: Some(TolerationOperator::Exists),
+        value: Some("v".into()),
+        effect: Some(TaintEffect::NoSchedule),
+        toleration_seconds: Some(-5),
+    });
+    let mut affinity = serde_json::Map::new();
+    affinity.insert("nodeSelector".into(), serde_json::json!({}));
+    p.affinity = Some(Affinity(affinity));
+    p.service_account_name = Some("../x".into());
+    let err = isvc.validate().unwrap_err();
+    let paths: Vec<&str> = err.field_errors().iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.predictor.nodeSelector[../x]",
+            "spec.predictor.tolerations[0].value",
+            "spec.predictor.tolerations[0].tolerationSeconds",
+            "spec.predictor.affinity.nodeSelector",
+            "spec.predictor.serviceAccountName",
+        ],
+        "{err}"
+    );
+    // A negative tolerationSeconds with NoExecute is refused for its sign.
+    let t = &mut isvc.spec.predictor.tolerations[0];
+    t.effect = Some(TaintEffect::NoExecute);
+    t.value = None;
+    let err = isvc.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("tolerationSeconds: must be >= 0, not -5"),
+        "{err}"
+    );
+}
+
 // ---- KServe ------------------------------------------------------------------
 
 fn kserve(text: &str) -> Result<InferenceService, ApiError> {
@@ -947,13 +1490,18 @@ fn kserve_refuses_what_inferd_cannot_honour() {
         ),
         (
             "    minReplicas: 0\n",
-            "    minReplicas: 0\n    serviceAccountName: sa\n",
-            "spec.predictor.serviceAccountName",
+            "    minReplicas: 0\n    priorityClassName: high\n",
+            "spec.predictor.priorityClassName",
         ),
         (
             "    minReplicas: 0\n",
-            "    minReplicas: 0\n    nodeSelector: {a: b}\n",
-            "spec.predictor.nodeSelector",
+            "    minReplicas: 0\n    volumes: []\n",
+            "spec.predictor.volumes",
+        ),
+        (
+            "      runtime: kserve-xgbserver\n",
+            "      runtime: kserve-xgbserver\n      nodeSelector: {a: b}\n",
+            "spec.predictor.model.nodeSelector",
         ),
         (
             "    minReplicas: 0\n",
@@ -1240,6 +1788,79 @@ fn kserve_samples_from_the_reference() {
 }
 
 #[test]
+fn kserve_carries_the_pod_settings_over() {
+    let text = KS.replace("    model:\n", &format!("{POD}    model:\n"));
+    let theirs = kserve(&text).unwrap().spec.predictor;
+    let ours = one(&with_pod()).unwrap().spec.predictor;
+    assert_eq!(theirs.node_selector, ours.node_selector);
+    assert_eq!(theirs.tolerations, ours.tolerations);
+    assert_eq!(theirs.affinity, ours.affinity);
+    assert_eq!(
+        theirs.service_account_name.as_deref(),
+        Some("models-reader")
+    );
+    assert_eq!(theirs.tolerations.len(), 4);
+    // And what KServe wrote comes out of inferd's YAML the same.
+    let isvc = kserve(&text).unwrap();
+    assert_eq!(one(&to_yaml(&isvc).unwrap()).unwrap(), isvc);
+    // Without them, nothing is set.
+    assert!(!kserve(KS).unwrap().spec.predictor.has_pod_settings());
+
+    // Bad values are refused with their KServe paths.
+    let bad = |from: &str, to: &str| {
+        assert_eq!(text.matches(from).count(), 1, "{from}");
+        text.replace(from, to)
+    };
+    kserve_refused(
+        &bad("effect: NoExecute", "effect: Evict"),
+        "spec.predictor.tolerations[2].effect",
+    );
+    kserve_refused(
+        &bad("tolerationSeconds: 300", "tolerationSeconds: -300"),
+        "spec.predictor.tolerations[2].tolerationSeconds",
+    );
+    kserve_refused(
+        &bad(
+            "serviceAccountName: models-reader",
+            "serviceAccountName: ../x",
+        ),
+        "spec.predictor.serviceAccountName",
+    );
+    kserve_refused(
+        &bad("      pool: gpu\n", "      ../pool: gpu\n"),
+        "spec.predictor.nodeSelector[../pool]",
+    );
+    kserve_refused(
+        &bad("      podAntiAffinity:\n", "      podAntiAfinity:\n"),
+        "spec.predictor.affinity.podAntiAfinity",
+    );
+    kserve_refused(
+        &bad(
+            "    serviceAccountName: models-reader\n",
+            "    serviceAccountName: [a]\n",
+        ),
+        "spec.predictor.serviceAccountName",
+    );
+    kserve_refused(
+        &bad("operator: Equal", "operator: NotIn"),
+        "spec.predictor.tolerations[1].operator",
+    );
+    kserve_refused(
+        &bad("    affinity:\n", "    affinity: [a]\n    x:\n"),
+        "spec.predictor.affinity",
+    );
+    // On the model (a container) they are refused, saying where they go.
+    let msg = kserve_refused(
+        &KS.replace(
+            "      runtime: kserve-xgbserver\n",
+            "      runtime: kserve-xgbserver\n      serviceAccountName: sa\n",
+        ),
+        "spec.predictor.model.serviceAccountName",
+    );
+    assert!(msg.contains("on the predictor"), "{msg}");
+}
+
+#[test]
 fn the_examples_agree() {
     let ours = one(include_str!("../../../examples/iris.yaml")).unwrap();
     let theirs = one(include_str!("../../../examples/kserve-iris.yaml")).unwrap();
@@ -1258,4 +1879,96 @@ fn the_examples_agree() {
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let dir = ours.spec.predictor.model.local_path(&base).unwrap();
     assert!(dir.join("model.onnx").is_file(), "{}", dir.display());
+}
+
+#[test]
+fn autoscaler_class_hpa_takes_a_cpu_target() {
+    let text = edited(
+        "    scaleMetric: rps\n    scaleTarget: 12.5\n",
+        "    autoscalerClass: hpa\n    scaleTarget: 60\n",
+    );
+    let p = one(&text).unwrap().spec.predictor;
+    assert_eq!(p.autoscaler_class, Some(AutoscalerClass::Hpa));
+    assert_eq!(p.scale_target, Some(60.0));
+    // Round trip.
+    let yaml = serde_saphyr::to_string(&p).unwrap();
+    assert!(yaml.contains("autoscalerClass: hpa"), "{yaml}");
+    let kpa = edited(
+        "    scaleMetric: rps\n",
+        "    autoscalerClass: kpa\n    scaleMetric: rps\n",
+    );
+    assert_eq!(
+        one(&kpa).unwrap().spec.predictor.autoscaler_class,
+        Some(AutoscalerClass::Kpa)
+    );
+}
+
+#[test]
+fn autoscaler_class_refuses_bad_values_with_their_paths() {
+    // Unknown class, wrong type.
+    refused(
+        "    scaleMetric: rps\n",
+        "    autoscalerClass: keda\n    scaleMetric: rps\n",
+        "spec.predictor.autoscalerClass",
+    );
+    refused(
+        "    scaleMetric: rps\n",
+        "    autoscalerClass: [hpa]\n    scaleMetric: rps\n",
+        "spec.predictor.autoscalerClass",
+    );
+    // Under an HPA: a utilisation in percent, no KPA metric, a CPU request.
+    let hpa = |target: &str| format!("    autoscalerClass: hpa\n    scaleTarget: {target}\n");
+    for target in ["150", "0", "-5", "0.5"] {
+        refused(
+            "    scaleMetric: rps\n    scaleTarget: 12.5\n",
+            &hpa(target),
+            "spec.predictor.scaleTarget",
+        );
+    }
+    refused(
+        "    scaleTarget: 12.5\n",
+        "    autoscalerClass: hpa\n",
+        "spec.predictor.scaleMetric",
+    );
+    let text = edited(
+        "    scaleMetric: rps\n    scaleTarget: 12.5\n",
+        "    autoscalerClass: hpa\n",
+    )
+    .replace("      cpu: 500m\n", "");
+    let msg = one(&text).expect_err("no cpu request").to_string();
+    assert!(msg.contains("spec.predictor.resources.cpu:"), "{msg}");
+}
+
+#[test]
+fn kserve_hpa_class_and_cpu_metric_convert() {
+    let text = KS
+        .replace(
+            "    scaleMetric: rps\n    scaleTarget: 40\n",
+            "    scaleMetric: cpu\n    scaleTarget: 75\n",
+        )
+        .replace(
+            "    example.com/keep: \"yes\"\n",
+            "    serving.kserve.io/autoscalerClass: hpa\n",
+        )
+        .replace("    minReplicas: 0\n", "    minReplicas: 1\n");
+    let text = if text.contains("cpu:") {
+        text
+    } else {
+        text.replace(
+            "      storageUri: gs://kfserving-examples/models/xgboost/iris\n",
+            "      storageUri: gs://kfserving-examples/models/xgboost/iris\n      resources:\n        requests:\n          cpu: \"1\"\n",
+        )
+    };
+    let p = match kserve(&text) {
+        Ok(isvc) => isvc.spec.predictor,
+        Err(e) => panic!("{e}\n{text}"),
+    };
+    assert_eq!(p.autoscaler_class, Some(AutoscalerClass::Hpa));
+    assert_eq!(p.scale_metric, None);
+    assert_eq!(p.scale_target, Some(75.0));
+    // Without the HPA class, cpu is still refused.
+    kserve_refused(
+        &KS.replace("    scaleMetric: rps\n", "    scaleMetric: cpu\n"),
+        "spec.predictor.scaleMetric",
+    );
 }

@@ -80,9 +80,15 @@ pub struct PredictorSpec {
     /// What the autoscaler holds at `scaleTarget` per replica (default concurrency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_metric: Option<ScaleMetric>,
-    /// The per-replica target of `scaleMetric` (default 100 for concurrency, 200 for rps).
+    /// The per-replica target of `scaleMetric` (default 100 for concurrency, 200 for rps);
+    /// under `autoscalerClass: hpa`, the target CPU utilisation in percent (default 80).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_target: Option<f64>,
+    /// Which autoscaler scales the replicas: `kpa` (default; inferd's, on
+    /// concurrency or rps, to and from zero) or `hpa` (Kubernetes only: a
+    /// HorizontalPodAutoscaler on CPU, at least one replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler_class: Option<AutoscalerClass>,
     /// Most requests one replica runs at once (0 or absent: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_concurrency: Option<u32>,
@@ -99,6 +105,23 @@ pub struct PredictorSpec {
     pub resources: Option<Resources>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Labels a node must carry for a replica to be scheduled on it (the pod's
+    /// `nodeSelector`), e.g. to pin GPU models to a GPU node pool. Kubernetes only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the replicas' pods tolerate, so they may run on dedicated
+    /// (tainted) nodes. Kubernetes only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The pod's `affinity`, passed to Kubernetes as written; only its three
+    /// top-level fields are checked here, the API server checks the rest.
+    /// Kubernetes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// The ServiceAccount the replicas' pods run as; as in KServe, the Secrets
+    /// it names hold the credentials of the model's storage. Kubernetes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 impl PredictorSpec {
@@ -110,13 +133,28 @@ impl PredictorSpec {
             max_replicas: None,
             scale_metric: None,
             scale_target: None,
+            autoscaler_class: None,
             container_concurrency: None,
             timeout_seconds: None,
             canary_traffic_percent: None,
             batching: None,
             resources: None,
             env: Vec::new(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            service_account_name: None,
         }
+    }
+
+    /// Whether any pod placement or identity field is set (`nodeSelector`,
+    /// `tolerations`, `affinity`, `serviceAccountName`): fields that only a
+    /// Kubernetes backend can honour.
+    pub fn has_pod_settings(&self) -> bool {
+        !self.node_selector.is_empty()
+            || !self.tolerations.is_empty()
+            || self.affinity.is_some()
+            || self.service_account_name.is_some()
     }
 }
 
@@ -243,6 +281,19 @@ pub struct RuntimeOptions {
 pub enum OnnxBackend {
     Tract,
     Ort,
+}
+
+/// The autoscaler of a predictor (KServe's `serving.kserve.io/autoscalerClass`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum AutoscalerClass {
+    // Plain comments: doc comments on the variants would make the schema a
+    // `oneOf`, which a CRD's structural schema cannot hold.
+    // inferd's Knative-style autoscaler (concurrency or rps; scale to zero).
+    Kpa,
+    // A Kubernetes HorizontalPodAutoscaler on CPU utilisation.
+    Hpa,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -450,6 +501,72 @@ pub struct EnvVar {
     pub name: String,
     #[serde(default)]
     pub value: String,
+}
+
+/// A taint the replicas' pods tolerate, as Kubernetes' `Toleration`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Toleration {
+    /// The taint's key; absent (with `operator: Exists`) tolerates every taint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (the default) matches `value`; `Exists` matches any value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<TolerationOperator>,
+    /// The taint's value, for `operator: Equal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The effect tolerated; absent tolerates every effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<TaintEffect>,
+    /// For `effect: NoExecute`: how long a pod stays on a node after the taint
+    /// appears; absent: for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toleration_seconds: Option<i64>,
+}
+
+impl Toleration {
+    /// `operator`, or its default (`Equal`).
+    pub fn operator_or_default(&self) -> TolerationOperator {
+        self.operator.unwrap_or(TolerationOperator::Equal)
+    }
+}
+
+/// How a toleration matches a taint's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum TolerationOperator {
+    Exists,
+    Equal,
+}
+
+/// What a taint does to pods that do not tolerate it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// A pod's `affinity` (`nodeAffinity`, `podAffinity`, `podAntiAffinity`), kept
+/// as written: Kubernetes' affinity grows new fields from release to release,
+/// and the API server validates it when the pod is created, so inferd passes
+/// it through rather than track its every field.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Affinity(pub serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for Affinity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Affinity, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Object(map) => Ok(Affinity(map)),
+            _ => Err(serde::de::Error::custom(
+                "expected a mapping (nodeAffinity, podAffinity, podAntiAffinity)",
+            )),
+        }
+    }
 }
 
 /// Observed state, as the control plane reports it.

@@ -3,8 +3,8 @@
 
 use crate::error::{ApiError, Errors};
 use crate::types::{
-    API_VERSION, InferenceService, KIND_INFERENCE_SERVICE, MAX_REPLICAS, ModelFormat, ModelSpec,
-    PredictorSpec, ScaleMetric,
+    API_VERSION, AutoscalerClass, InferenceService, KIND_INFERENCE_SERVICE, MAX_REPLICAS,
+    ModelFormat, ModelSpec, PredictorSpec, ScaleMetric, TaintEffect, TolerationOperator,
 };
 
 /// Longest storage URI accepted.
@@ -33,6 +33,15 @@ pub const MAX_ENV: usize = 256;
 pub const MAX_ENV_VALUE: usize = 32 * 1024;
 /// Largest total size of all annotations, as Kubernetes limits it.
 pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// Most `nodeSelector` entries; a real selector names a handful of labels.
+pub const MAX_NODE_SELECTOR: usize = 64;
+/// Most tolerations; a real pod tolerates a handful of taints.
+pub const MAX_TOLERATIONS: usize = 64;
+/// Largest `affinity`, written as JSON: generous for real rules, small enough
+/// that the revision record, which keeps every revision's copy, stays small.
+pub const MAX_AFFINITY_BYTES: usize = 64 * 1024;
+/// The fields of Kubernetes' `Affinity`.
+const AFFINITY_FIELDS: [&str; 3] = ["nodeAffinity", "podAffinity", "podAntiAffinity"];
 
 impl InferenceService {
     /// Checks every field; the error lists each bad one with its path.
@@ -123,7 +132,31 @@ fn validate_predictor(e: &mut Errors, p: &PredictorSpec, at: &str) {
             );
         }
     }
-    if let Some(t) = p.scale_target {
+    if p.autoscaler_class == Some(AutoscalerClass::Hpa) {
+        // The HPA's target is a CPU utilisation; it keeps one replica.
+        if let Some(t) = p.scale_target
+            && !(t.is_finite() && (1.0..=100.0).contains(&t))
+        {
+            e.push(
+                format!("{at}.scaleTarget"),
+                format!(
+                    "with autoscalerClass hpa, a CPU utilisation in percent (1 to 100), not {t}"
+                ),
+            );
+        }
+        if p.scale_metric.is_some() {
+            e.push(
+                format!("{at}.scaleMetric"),
+                "with autoscalerClass hpa the metric is CPU; leave scaleMetric out",
+            );
+        }
+        if p.resources.as_ref().and_then(|r| r.cpu.as_ref()).is_none() {
+            e.push(
+                format!("{at}.resources.cpu"),
+                "required with autoscalerClass hpa: the HPA's target is a share of the CPU request",
+            );
+        }
+    } else if let Some(t) = p.scale_target {
         if !t.is_finite() || t <= 0.0 {
             e.push(
                 format!("{at}.scaleTarget"),
@@ -266,6 +299,131 @@ fn validate_predictor(e: &mut Errors, p: &PredictorSpec, at: &str) {
         if var.value.contains('\0') {
             e.push(format!("{path}.value"), "must not contain NUL");
         }
+    }
+    validate_pod_settings(e, p, at);
+}
+
+/// `nodeSelector`, `tolerations`, `affinity` and `serviceAccountName`, checked
+/// as Kubernetes checks a pod's, so a bad value is refused with its path here
+/// rather than surfacing later as a pod the API server will not create.
+/// Over-long lists are refused by their length alone, so a hostile spec
+/// cannot make the error itself huge.
+fn validate_pod_settings(e: &mut Errors, p: &PredictorSpec, at: &str) {
+    let n = p.node_selector.len();
+    if n > MAX_NODE_SELECTOR {
+        e.push(
+            format!("{at}.nodeSelector"),
+            format!("{n} entries; at most {MAX_NODE_SELECTOR}"),
+        );
+    } else {
+        for (k, v) in &p.node_selector {
+            let path = format!("{at}.nodeSelector[{}]", shown(k));
+            if let Err(m) = qualified_name(k) {
+                e.push(path, m);
+            } else if let Err(m) = label_value(v) {
+                e.push(path, m);
+            }
+        }
+    }
+
+    let n = p.tolerations.len();
+    if n > MAX_TOLERATIONS {
+        e.push(
+            format!("{at}.tolerations"),
+            format!("{n} tolerations; at most {MAX_TOLERATIONS}"),
+        );
+    } else {
+        for (i, t) in p.tolerations.iter().enumerate() {
+            let path = format!("{at}.tolerations[{i}]");
+            let exists = t.operator_or_default() == TolerationOperator::Exists;
+            match t.key.as_deref().filter(|k| !k.is_empty()) {
+                Some(k) => {
+                    if let Err(m) = qualified_name(k) {
+                        e.push(format!("{path}.key"), m);
+                    }
+                }
+                None if !exists => e.push(
+                    format!("{path}.key"),
+                    "is required unless operator is Exists (which, without a key, tolerates every taint)",
+                ),
+                None => {}
+            }
+            match t.value.as_deref().filter(|v| !v.is_empty()) {
+                Some(v) if exists => e.push(
+                    format!("{path}.value"),
+                    format!(
+                        "'{}' is set, but operator Exists matches any value; remove it or use operator Equal",
+                        shown(v)
+                    ),
+                ),
+                Some(v) => {
+                    if let Err(m) = label_value(v) {
+                        e.push(format!("{path}.value"), m);
+                    }
+                }
+                None => {}
+            }
+            if let Some(secs) = t.toleration_seconds {
+                if t.effect != Some(TaintEffect::NoExecute) {
+                    e.push(
+                        format!("{path}.tolerationSeconds"),
+                        "applies to effect NoExecute only",
+                    );
+                } else if secs < 0 {
+                    e.push(
+                        format!("{path}.tolerationSeconds"),
+                        format!("must be >= 0, not {secs}"),
+                    );
+                }
+            }
+        }
+    }
+
+    if let Some(affinity) = &p.affinity {
+        let bytes = json_len(&affinity.0);
+        if bytes > MAX_AFFINITY_BYTES {
+            e.push(
+                format!("{at}.affinity"),
+                format!("{bytes} bytes as JSON; at most {MAX_AFFINITY_BYTES}"),
+            );
+        } else {
+            for (k, v) in &affinity.0 {
+                if !AFFINITY_FIELDS.contains(&k.as_str()) {
+                    e.push(
+                        format!("{at}.affinity.{}", shown(k)),
+                        "unknown field (nodeAffinity, podAffinity or podAntiAffinity)",
+                    );
+                } else if !v.is_object() {
+                    e.push(format!("{at}.affinity.{k}"), "must be a mapping");
+                }
+            }
+        }
+    }
+
+    if let Some(sa) = &p.service_account_name
+        && let Err(m) = dns1123_subdomain(sa)
+    {
+        e.push(format!("{at}.serviceAccountName"), m);
+    }
+}
+
+/// The length of `value` written as JSON, counted without building the text.
+fn json_len(value: &serde_json::Map<String, serde_json::Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON map cannot fail; were it to, the size counts as too large.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 
@@ -422,6 +580,34 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "'{}' is not a DNS-1123 label (lower-case letters, digits and '-', starting and ending with a letter or digit)",
+            shown(s)
+        ))
+    }
+}
+
+/// A DNS-1123 subdomain, as Kubernetes names most objects (a ServiceAccount
+/// among them): at most 253 characters, dot-separated parts of `a-z0-9-`, each
+/// starting and ending alphanumeric.
+pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > 253 {
+        return Err(format!("{} characters; at most 253", s.len()));
+    }
+    let ok = s.split('.').all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !part.starts_with('-')
+            && !part.ends_with('-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', each dot-separated part starting and ending with a letter or digit)",
             shown(s)
         ))
     }

@@ -12,6 +12,7 @@
 
 pub mod autoscaler;
 pub mod local;
+pub mod scaling;
 pub mod service;
 
 pub use autoscaler::{

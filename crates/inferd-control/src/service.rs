@@ -6,7 +6,9 @@
 //! The rules are KServe's and Knative's:
 //!
 //! - A change to what runs (the [`RevisionTemplate`]: model, batching,
-//!   resources, environment, `containerConcurrency`) creates a new revision,
+//!   resources, environment, `containerConcurrency`, and where and as whom
+//!   the pods run: `nodeSelector`, `tolerations`, `affinity`,
+//!   `serviceAccountName`) creates a new revision,
 //!   `NAME-00001`, `NAME-00002`, …; a change to anything else (replica
 //!   bounds, scaling target, canary share, timeout) only updates the service.
 //! - Without `canaryTrafficPercent` the newest ready revision takes 100%
@@ -25,8 +27,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use inferd_api::{
-    Batching, Condition, EnvVar, InferenceService, ModelSpec, PredictorSpec, Resources,
+    Affinity, Batching, Condition, EnvVar, InferenceService, ModelSpec, PredictorSpec, Resources,
+    Toleration,
 };
+use inferd_router::{ReplicaAddr, RevisionRoute, RevisionState, ServiceRoute};
 use serde::{Deserialize, Serialize};
 
 use crate::autoscaler::{AutoscalerConfig, ConfigError, Metric};
@@ -44,6 +48,24 @@ pub struct RevisionTemplate {
     pub env: Vec<EnvVar>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_concurrency: Option<u32>,
+    // The pod settings below belong to the template because they belong to
+    // Kubernetes' pod template: as in Knative and KServe, changing them rolls
+    // out new pods, so a new revision. They apply on Kubernetes only; the
+    // local backend runs every replica on this machine and ignores them.
+    // Each is skipped when empty, so a record written before they existed
+    // reads back equal and makes no new revision.
+    /// The predictor's `nodeSelector` (Kubernetes only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// The predictor's `tolerations` (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The predictor's `affinity`, as written (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// The predictor's `serviceAccountName` (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 impl RevisionTemplate {
@@ -54,6 +76,10 @@ impl RevisionTemplate {
             resources: predictor.resources.clone(),
             env: predictor.env.clone(),
             container_concurrency: predictor.container_concurrency,
+            node_selector: predictor.node_selector.clone(),
+            tolerations: predictor.tolerations.clone(),
+            affinity: predictor.affinity.clone(),
+            service_account_name: predictor.service_account_name.clone(),
         }
     }
 
@@ -366,6 +392,40 @@ pub fn plan_traffic(
     plan
 }
 
+/// The router's route for one service from its traffic plan, for both
+/// backends: each planned revision with its share, its ready replicas'
+/// addresses (`replicas`, by revision name: supervised processes locally,
+/// EndpointSlices on Kubernetes), its `containerConcurrency`
+/// (`container_concurrency`; absent: no limit) and its state: an
+/// unavailable revision refuses with its reason, a routable one with no
+/// ready replica is activating (requests wait while it scales from zero),
+/// otherwise serving. The tags follow the plan's, and `timeout` is the
+/// service's request deadline. Written once so that both backends route a
+/// plan the same way.
+pub fn service_route(
+    plan: &TrafficPlan,
+    timeout: Duration,
+    container_concurrency: impl Fn(&str) -> Option<u32>,
+    mut replicas: impl FnMut(&str) -> Vec<ReplicaAddr>,
+) -> ServiceRoute {
+    let mut route = ServiceRoute::new()
+        .with_timeout(timeout)
+        .with_tags(plan.latest.as_deref(), plan.prev.as_deref());
+    for planned in &plan.revisions {
+        let replicas = replicas(&planned.name);
+        let state = match &planned.route {
+            Route::Unavailable(reason) => RevisionState::Unavailable(reason.clone()),
+            Route::Routable if replicas.is_empty() => RevisionState::Activating,
+            Route::Routable => RevisionState::Serving,
+        };
+        let revision = RevisionRoute::new(planned.name.clone(), planned.percent, replicas)
+            .with_state(state)
+            .with_container_concurrency(container_concurrency(&planned.name).unwrap_or(0));
+        route = route.with_revision(revision);
+    }
+    route
+}
+
 /// KServe's readiness conditions of a service, for both backends:
 /// `PredictorReady` (the caller says whether every revision with a share can
 /// serve), `RoutesReady` (a revision with a share is routable), `Ready`
@@ -504,7 +564,12 @@ pub fn autoscaler_config(
         inferd_api::ScaleMetric::Concurrency => Metric::Concurrency,
         inferd_api::ScaleMetric::Rps => Metric::Rps,
     };
-    if p.scale_target.is_some() {
+    // Under an HPA, `scaleTarget` is a CPU utilisation, no KPA target; a
+    // backend without HPAs (local) scales such a service on concurrency with
+    // the defaults, at least one replica.
+    if p.autoscaler_class == Some(inferd_api::AutoscalerClass::Hpa) {
+        c.min_scale = c.min_scale.max(1);
+    } else if p.scale_target.is_some() {
         c.target = p.scale_target;
     }
     c.container_concurrency = p.container_concurrency.unwrap_or(0);
@@ -624,6 +689,81 @@ mod tests {
         assert_eq!(r.revisions[1].created_at, 13);
         // Revisions are immutable: the first still names a.onnx.
         assert_eq!(r.revisions[0].template.model.storage_uri, "a.onnx");
+    }
+
+    #[test]
+    fn pod_settings_make_a_revision_and_traffic_does_not() {
+        use inferd_api::{TaintEffect, TolerationOperator};
+
+        let toleration = |value: &str| Toleration {
+            key: Some("nvidia.com/gpu".into()),
+            operator: Some(TolerationOperator::Equal),
+            value: Some(value.into()),
+            effect: Some(TaintEffect::NoSchedule),
+            toleration_seconds: None,
+        };
+        let with = |tolerations: Vec<Toleration>, canary: Option<u32>| {
+            let mut s = isvc("a.onnx", canary);
+            s.spec.predictor.tolerations = tolerations;
+            s
+        };
+        let (mut r, _) = ServiceRecord::create(with(vec![toleration("a100")], None), 0);
+        // A traffic change keeps the revision.
+        assert_eq!(
+            r.apply(with(vec![toleration("a100")], Some(10)), 1),
+            ApplyOutcome::Configured
+        );
+        // A toleration's value, then removing it, each make one.
+        assert_eq!(
+            r.apply(with(vec![toleration("h100")], Some(10)), 2),
+            ApplyOutcome::NewRevision {
+                revision: "iris-00002".into()
+            }
+        );
+        assert_eq!(
+            r.apply(with(Vec::new(), Some(10)), 3),
+            ApplyOutcome::NewRevision {
+                revision: "iris-00003".into()
+            }
+        );
+        assert_eq!(
+            r.revisions[1].template.tolerations,
+            vec![toleration("h100")]
+        );
+        // So do the other pod settings.
+        let mut s = with(Vec::new(), Some(10));
+        s.spec.predictor.service_account_name = Some("models-reader".into());
+        assert!(matches!(
+            r.apply(s.clone(), 4),
+            ApplyOutcome::NewRevision { .. }
+        ));
+        s.spec
+            .predictor
+            .node_selector
+            .insert("pool".into(), "gpu".into());
+        assert!(matches!(
+            r.apply(s.clone(), 5),
+            ApplyOutcome::NewRevision { .. }
+        ));
+        let mut affinity = serde_json::Map::new();
+        affinity.insert("nodeAffinity".into(), serde_json::json!({}));
+        s.spec.predictor.affinity = Some(inferd_api::Affinity(affinity));
+        assert!(matches!(r.apply(s, 6), ApplyOutcome::NewRevision { .. }));
+        assert_eq!(r.revisions.len(), 6);
+    }
+
+    #[test]
+    fn a_template_without_pod_settings_reads_as_before() {
+        // A revision recorded before the pod settings existed.
+        let old = serde_json::json!({
+            "model": { "format": "onnx", "storageUri": "a.onnx" },
+            "containerConcurrency": 4,
+        });
+        let read: RevisionTemplate = serde_json::from_value(old.clone()).expect("reads");
+        let mut s = isvc("a.onnx", None);
+        s.spec.predictor.container_concurrency = Some(4);
+        assert_eq!(read, RevisionTemplate::of(&s.spec.predictor));
+        assert_eq!(serde_json::to_value(&read).expect("writes"), old);
     }
 
     #[test]
@@ -782,5 +922,78 @@ mod tests {
             .annotations
             .insert("autoscaling.knative.dev/bogus".into(), "1".into());
         assert!(autoscaler_config(&bad, &AutoscalerConfig::default()).is_err());
+    }
+
+    #[test]
+    fn a_plan_routes_with_states_tags_and_limits() {
+        let plan = TrafficPlan {
+            revisions: vec![
+                PlannedRevision {
+                    name: "iris-00001".into(),
+                    percent: 80,
+                    route: Route::Routable,
+                },
+                PlannedRevision {
+                    name: "iris-00002".into(),
+                    percent: 20,
+                    route: Route::Routable,
+                },
+                PlannedRevision {
+                    name: "iris-00003".into(),
+                    percent: 0,
+                    route: Route::Unavailable("model not found".into()),
+                },
+            ],
+            latest: Some("iris-00003".into()),
+            prev: Some("iris-00001".into()),
+            latest_ready: Some("iris-00002".into()),
+            rolled_out: Some("iris-00001".into()),
+        };
+        let addr: ReplicaAddr = "127.0.0.1:9000"
+            .parse::<std::net::SocketAddr>()
+            .expect("address")
+            .into();
+        let route = service_route(
+            &plan,
+            Duration::from_secs(7),
+            |r| (r == "iris-00002").then_some(4),
+            |r| {
+                if r == "iris-00001" {
+                    vec![addr]
+                } else {
+                    Vec::new()
+                }
+            },
+        );
+        assert_eq!(route.timeout, Duration::from_secs(7));
+        assert_eq!(route.latest.as_deref(), Some("iris-00003"));
+        assert_eq!(route.prev.as_deref(), Some("iris-00001"));
+        let got: Vec<(&str, u32, &RevisionState, usize, u32)> = route
+            .revisions
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    r.percent,
+                    &r.state,
+                    r.replicas.len(),
+                    r.container_concurrency,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("iris-00001", 80, &RevisionState::Serving, 1, 0),
+                ("iris-00002", 20, &RevisionState::Activating, 0, 4),
+                (
+                    "iris-00003",
+                    0,
+                    &RevisionState::Unavailable("model not found".into()),
+                    0,
+                    0
+                ),
+            ]
+        );
     }
 }

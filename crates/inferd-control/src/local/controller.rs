@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inferd_api::{InferenceService, InferenceServiceStatus, ModelState};
-use inferd_router::{ReplicaAddr, RevisionRoute, RevisionState, RouteTable, Router, ServiceRoute};
+use inferd_router::{ReplicaAddr, RouteTable, Router};
 use inferd_storage::{FetchRequest, Storage};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -17,10 +17,11 @@ use super::store::StateDir;
 use super::supervisor::{Phase, ReplicaHandle, ReplicaSpec};
 use super::view::{self, EventView};
 use super::{Applied, LocalConfig, LocalError, ServiceView};
-use crate::autoscaler::{Autoscaler, AutoscalerConfig, Decision, Metric};
+use crate::autoscaler::AutoscalerConfig;
+use crate::scaling::{Load, RevisionScaler};
 use crate::service::{
-    ApplyOutcome, RevisionObserved, Route, ServiceRecord, TrafficPlan, autoscaler_config,
-    plan_traffic,
+    ApplyOutcome, RevisionObserved, ServiceRecord, TrafficPlan, autoscaler_config, plan_traffic,
+    service_route,
 };
 
 /// Requests to the reconcile task.
@@ -47,10 +48,6 @@ pub enum Command {
         reply: oneshot::Sender<Result<Vec<(String, PathBuf)>, LocalError>>,
     },
 }
-
-/// The concurrency sample of a tick in which requests arrived but none is
-/// in flight at the tick.
-const MIN_BUSY_SAMPLE: f64 = 0.01;
 
 /// Most events kept per service.
 const EVENTS_KEPT: usize = 100;
@@ -105,11 +102,9 @@ pub(super) enum ModelFetch {
 pub(super) struct RevisionRun {
     pub(super) model: ModelFetch,
     pub(super) replicas: Vec<ReplicaSlot>,
-    pub(super) autoscaler: Option<Autoscaler>,
+    pub(super) scaler: Option<RevisionScaler>,
     pub(super) ever_ready: bool,
     pub(super) desired: u32,
-    pub(super) decision: Option<Decision>,
-    pub(super) requests_seen: u64,
     pub(super) pending: Option<String>,
 }
 
@@ -302,7 +297,7 @@ impl Controller {
                     if outcome != ApplyOutcome::Unchanged {
                         // Scaling settings apply to the running revisions.
                         for revision in service.revisions.values_mut() {
-                            revision.autoscaler = None;
+                            revision.scaler = None;
                         }
                     }
                     self.state.save_service(&service.record)?;
@@ -356,8 +351,8 @@ impl Controller {
         // activator reports it), or it would scale the revision back to zero
         // as soon as the request is served.
         let now = self.started.elapsed();
-        if let Some(a) = &mut r.autoscaler {
-            let _ = a.record(now, 1.0);
+        if let Some(a) = &mut r.scaler {
+            a.activate(now);
         }
         if r.desired == 0 {
             r.desired = s.autoscaling.activation_scale.max(1);
@@ -440,11 +435,9 @@ impl Controller {
                 RevisionRun {
                     model: ModelFetch::Fetching,
                     replicas: Vec::new(),
-                    autoscaler: None,
+                    scaler: None,
                     ever_ready: false,
                     desired: 0,
-                    decision: None,
-                    requests_seen: 0,
                     pending: None,
                 },
             );
@@ -564,53 +557,33 @@ impl Controller {
             let before = r.desired;
             if !in_plan || !model_ready {
                 r.desired = 0;
-                r.autoscaler = None;
+                r.scaler = None;
             } else if !r.ever_ready {
                 // Starting (or crash looping, restarting with back-off).
                 r.desired = service.autoscaling.initial_scale.max(1);
             } else {
-                let autoscaler = match &mut r.autoscaler {
+                let scaler = match &mut r.scaler {
                     Some(a) => a,
                     None => {
-                        let Ok(a) = Autoscaler::new(service.autoscaling.clone()) else {
+                        let Ok(a) = RevisionScaler::new(service.autoscaling.clone()) else {
                             continue;
                         };
-                        r.autoscaler.insert(a)
+                        r.scaler.insert(a)
                     }
                 };
-                autoscaler.set_reachable(plan.percent(rev_name) > 0);
+                scaler.set_reachable(plan.percent(rev_name) > 0);
                 if autoscale {
-                    let seen = concurrency.iter().find(|c| &c.revision == rev_name);
-                    let total = seen.map_or(r.requests_seen, |c| c.requests_total);
-                    let arrived = total.saturating_sub(r.requests_seen);
-                    r.requests_seen = total;
-                    let sample = match service.autoscaling.metric {
-                        // The router's concurrency is read at the tick; a
-                        // request that came and went between two ticks still
-                        // counts a little, as in Knative's time-averaged
-                        // concurrency: a revision with any traffic in the
-                        // stable window keeps a replica.
-                        Metric::Concurrency => {
-                            let now_in = seen.map_or(0.0, |c| (c.in_flight + c.held) as f64);
-                            if arrived > 0 {
-                                now_in.max(MIN_BUSY_SAMPLE)
-                            } else {
-                                now_in
-                            }
-                        }
-                        Metric::Rps => arrived as f64 / self.config.tick.as_secs_f64().max(0.001),
-                    };
-                    let _ = autoscaler.record(now, sample);
+                    let load = concurrency
+                        .iter()
+                        .find(|c| &c.revision == rev_name)
+                        .map(|c| Load {
+                            in_flight: c.in_flight,
+                            held: c.held,
+                            requests_total: c.requests_total,
+                        });
                     let ready = observed.get(rev_name).map_or(0, |o| o.ready_replicas);
-                    let decision = autoscaler.decide(now, ready);
-                    let held = seen.is_some_and(|c| c.held > 0);
-                    r.desired = if held && decision.desired_replicas == 0 {
-                        service.autoscaling.activation_scale.max(1)
-                    } else {
-                        decision.desired_replicas
-                    };
-                    r.decision = Some(decision);
-                } else if r.desired == 0 && r.replicas.is_empty() && r.decision.is_none() {
+                    r.desired = scaler.tick(now, self.config.tick, load.as_ref(), ready);
+                } else if r.desired == 0 && r.replicas.is_empty() && scaler.decision().is_none() {
                     r.desired = service.autoscaling.initial_scale.max(1);
                 }
             }
@@ -621,8 +594,9 @@ impl Controller {
                     format!(
                         "{rev_name}: {before} -> {} replica(s){}",
                         r.desired,
-                        r.decision
+                        r.scaler
                             .as_ref()
+                            .and_then(RevisionScaler::decision)
                             .map(|d| format!(
                                 " ({}){}",
                                 d.reason,
@@ -759,41 +733,35 @@ impl Controller {
             let Some(plan) = &service.plan else {
                 continue;
             };
-            let mut route = ServiceRoute::new()
-                .with_timeout(service.record.spec.spec.predictor.timeout())
-                .with_tags(plan.latest.as_deref(), plan.prev.as_deref());
-            for planned in &plan.revisions {
-                let r = service.revisions.get(&planned.name);
-                let replicas: Vec<ReplicaAddr> = r
-                    .map(|r| {
-                        r.replicas
-                            .iter()
-                            .map(|s| s.handle.status())
-                            .filter(|s| s.phase == Phase::Ready)
-                            .filter_map(|s| {
-                                s.http_addr.map(|http| ReplicaAddr {
-                                    http,
-                                    grpc: s.grpc_addr,
+            let route = service_route(
+                plan,
+                service.record.spec.spec.predictor.timeout(),
+                |revision| {
+                    service
+                        .record
+                        .revision(revision)
+                        .and_then(|r| r.template.container_concurrency)
+                },
+                |revision| {
+                    service
+                        .revisions
+                        .get(revision)
+                        .map(|r| {
+                            r.replicas
+                                .iter()
+                                .map(|s| s.handle.status())
+                                .filter(|s| s.phase == Phase::Ready)
+                                .filter_map(|s| {
+                                    s.http_addr.map(|http| ReplicaAddr {
+                                        http,
+                                        grpc: s.grpc_addr,
+                                    })
                                 })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let state = match &planned.route {
-                    Route::Unavailable(reason) => RevisionState::Unavailable(reason.clone()),
-                    Route::Routable if replicas.is_empty() => RevisionState::Activating,
-                    Route::Routable => RevisionState::Serving,
-                };
-                let mut revision =
-                    RevisionRoute::new(planned.name.clone(), planned.percent, replicas);
-                revision.state = state;
-                revision.container_concurrency = service
-                    .record
-                    .revision(&planned.name)
-                    .and_then(|r| r.template.container_concurrency)
-                    .unwrap_or(0);
-                route = route.with_revision(revision);
-            }
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                },
+            );
             table = table.with_service(name.clone(), route);
         }
         if let Err(e) = self.router.replace_routes(&table) {

@@ -181,16 +181,19 @@ pub(super) fn service_view(s: &ServiceState) -> ServiceView {
                     ModelFetch::Ready(p) => Some(p.display().to_string()),
                     _ => None,
                 }),
-                autoscaler: r.and_then(|r| r.decision.as_ref()).map(|d| {
-                    format!(
-                        "desired {} ({}), stable avg {:.2}, panic avg {:.2}{}",
-                        d.desired_replicas,
-                        d.reason,
-                        d.stable_average,
-                        d.panic_average,
-                        if d.panic { ", PANIC" } else { "" }
-                    )
-                }),
+                autoscaler: r
+                    .and_then(|r| r.scaler.as_ref())
+                    .and_then(|s| s.decision())
+                    .map(|d| {
+                        format!(
+                            "desired {} ({}), stable avg {:.2}, panic avg {:.2}{}",
+                            d.desired_replicas,
+                            d.reason,
+                            d.stable_average,
+                            d.panic_average,
+                            if d.panic { ", PANIC" } else { "" }
+                        )
+                    }),
                 template: rev.template.clone(),
                 replicas,
             }

@@ -29,12 +29,13 @@
 //! service's timeout and a bound on held requests per service; the
 //! activation hook tells the control plane at once when requests wait on a
 //! revision with no replica. [`Router::concurrency`] reports requests in
-//! flight and held and requests routed, per revision, for the autoscaler;
+//! flight and held and requests routed, per revision, for the autoscaler
+//! ([`Router::concurrency_all`]: every service at once);
 //! [`Router::revision_in_flight`] counts a revision's requests even after a
 //! new table removed it, so a caller can wait for it to drain. The HTTP
-//! listener also answers `GET /metrics` (Prometheus, OpenMetrics text),
-//! `/v2/health/live` and `/v2/health/ready`. The router talks to replicas
-//! over the wire only.
+//! listener also answers `GET /metrics` (Prometheus, OpenMetrics text;
+//! [`Router::metrics_text`] for serving it elsewhere), `/v2/health/live`
+//! and `/v2/health/ready`. The router talks to replicas over the wire only.
 
 mod body;
 mod error;

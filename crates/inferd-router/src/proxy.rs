@@ -2,6 +2,7 @@
 //! (inference paths forwarded, the router's own health and metrics
 //! endpoints answered here).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::hold::{Dispatched, Trace};
 use crate::metrics::Metrics;
 use crate::rng::Rng;
 use crate::stats::Stats;
-use crate::table::{Compiled, Replica, RouteError, RouteTable, Wire};
+use crate::table::{Compiled, Replica, RouteError, RouteTable, Service, Wire};
 
 /// Request header (gRPC metadata) that pins a revision (by name, or the
 /// tag `latest` or `prev`); every response the router forwards names the
@@ -97,6 +98,21 @@ impl fmt::Debug for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
     }
+}
+
+/// The autoscaler's view of each revision of `service`, in the table's order.
+fn revision_concurrency(service: &Service) -> Vec<RevisionConcurrency> {
+    service
+        .revisions
+        .iter()
+        .map(|r| RevisionConcurrency {
+            revision: r.name.clone(),
+            in_flight: r.stats.in_flight(),
+            held: r.stats.held(),
+            replicas: r.replicas.len(),
+            requests_total: r.stats.requests(),
+        })
+        .collect()
 }
 
 /// The gateway: a route table that can be replaced while requests run,
@@ -192,19 +208,27 @@ impl Router {
     pub fn concurrency(&self, service: &str) -> Option<Vec<RevisionConcurrency>> {
         let routes = self.routes();
         let service = routes.services.get(service)?;
-        Some(
-            service
-                .revisions
-                .iter()
-                .map(|r| RevisionConcurrency {
-                    revision: r.name.clone(),
-                    in_flight: r.stats.in_flight(),
-                    held: r.stats.held(),
-                    replicas: r.replicas.len(),
-                    requests_total: r.stats.requests(),
-                })
-                .collect(),
-        )
+        Some(revision_concurrency(service))
+    }
+
+    /// [`Router::concurrency`] of every service in the current table, by
+    /// service name: what a router reports in one scrape, so that an
+    /// autoscaler outside the process reads all services at once and every
+    /// revision from the same table.
+    pub fn concurrency_all(&self) -> BTreeMap<String, Vec<RevisionConcurrency>> {
+        let routes = self.routes();
+        routes
+            .services
+            .iter()
+            .map(|(name, service)| (name.clone(), revision_concurrency(service)))
+            .collect()
+    }
+
+    /// The router's metrics in the OpenMetrics text format, what `GET
+    /// /metrics` on the HTTP listener answers, for a caller that serves them
+    /// elsewhere (an admin port apart from user traffic).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
     }
 
     /// Requests in flight on a revision, whether or not the current table

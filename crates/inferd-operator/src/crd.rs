@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
     CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
     CustomResourceSubresources, CustomResourceValidation, JSON, JSONSchemaProps,
-    JSONSchemaPropsOrArray,
+    JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
@@ -199,6 +199,12 @@ struct TemplateSchema {
     #[serde(default)]
     env: Vec<inferd_api::EnvVar>,
     container_concurrency: Option<u32>,
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    tolerations: Vec<inferd_api::Toleration>,
+    affinity: Option<inferd_api::Affinity>,
+    service_account_name: Option<String>,
 }
 
 fn schema_for<T: JsonSchema>() -> Value {
@@ -321,6 +327,10 @@ pub fn to_props(schema: &Value) -> JSONSchemaProps {
                 .map(str::to_owned)
                 .collect()
         }),
+        additional_properties: schema
+            .get("additionalProperties")
+            .filter(|a| a.is_object())
+            .map(|a| JSONSchemaPropsOrBool::Schema(Box::new(to_props(a)))),
         items: schema
             .get("items")
             .filter(|i| i.is_object())

@@ -1,15 +1,22 @@
-//! What installs the operator, as `inferd manifests install` prints it: the
-//! CRD, a namespace, the operator's ServiceAccount, a ClusterRole with only
-//! the verbs the controller uses, its binding, and the operator Deployment.
+//! What installs the operator, as `inferd manifests install` prints it (and
+//! the Helm chart renders with its default values): the CRD, a namespace,
+//! the operator's ServiceAccount, a ClusterRole with only the verbs the
+//! controller uses and its binding, the routers' ClusterRole (bound by the
+//! operator in each namespace it serves), a Role for the leader election
+//! Lease in the operator's namespace and its binding, and the operator
+//! Deployment (two replicas, one leading).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount,
+    Capabilities, Container, EnvVar, EnvVarSource, Namespace, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
@@ -26,6 +33,8 @@ pub struct InstallOptions {
     pub image: String,
     /// Log format of the operator (`text` or `json`).
     pub log_format: String,
+    /// Operator replicas; one leads at a time (a Lease).
+    pub replicas: i32,
 }
 
 impl Default for InstallOptions {
@@ -34,6 +43,7 @@ impl Default for InstallOptions {
             namespace: "inferd-system".to_owned(),
             image: OperatorOptions::default().image,
             log_format: "json".to_owned(),
+            replicas: 2,
         }
     }
 }
@@ -41,6 +51,7 @@ impl Default for InstallOptions {
 /// The name shared by the operator's ServiceAccount, ClusterRole, binding
 /// and Deployment.
 pub const OPERATOR_NAME: &str = "inferd-operator";
+pub use crate::objects::ROUTER_NAME;
 
 /// One object of the install set.
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +62,8 @@ pub enum InstallObject {
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     Deployment(Box<Deployment>),
 }
 
@@ -82,13 +95,54 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// The operator's permissions: exactly what the controller calls.
+/// The operator's cluster-wide permissions: exactly what the controller
+/// calls (each rule's reason is in docs/ARCHITECTURE.md).
 ///
-/// - InferenceServices: watched (`get`, `list`, `watch`); their status is
-///   written by server-side apply to the status subresource (`patch`).
-/// - Deployments and Services: watched, applied server-side (`patch`, which
-///   also creates), and retired revisions' deleted (`delete`).
+/// - InferenceServices: watched (`get`, `list`, `watch`) and `patch`ed to
+///   add and remove the operator's finalizer; their status is written by
+///   server-side apply to the status subresource (`patch`).
+/// - Deployments, Services, HorizontalPodAutoscalers: watched, applied
+///   server-side (`patch`, which also creates), deleted when a revision is
+///   retired or the namespace's last service goes.
+/// - ServiceAccounts and RoleBindings: the router of each namespace runs as
+///   `inferd-router`, bound to the [`ROUTER_NAME`] ClusterRole; `get` on
+///   ServiceAccounts also reads the Secrets a predictor's
+///   `serviceAccountName` lists, for its model download.
+/// - EndpointSlices: read to find the router pods whose load the
+///   autoscaler scrapes (the router itself reads the revisions' slices).
+/// - Events: what the operator does, recorded on the InferenceService.
+/// - PodMonitors: created when the Prometheus Operator is installed.
 pub fn operator_rules() -> Vec<PolicyRule> {
+    const OWN: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+    vec![
+        rule(
+            inferd_api::GROUP,
+            &["inferenceservices"],
+            &["get", "list", "watch", "patch"],
+        ),
+        rule(
+            inferd_api::GROUP,
+            &["inferenceservices/status"],
+            &["get", "patch"],
+        ),
+        rule("apps", &["deployments"], OWN),
+        rule("", &["services", "serviceaccounts"], OWN),
+        rule("rbac.authorization.k8s.io", &["rolebindings"], OWN),
+        rule("autoscaling", &["horizontalpodautoscalers"], OWN),
+        rule(
+            "discovery.k8s.io",
+            &["endpointslices"],
+            &["get", "list", "watch"],
+        ),
+        rule("events.k8s.io", &["events"], &["create", "patch"]),
+        rule("monitoring.coreos.com", &["podmonitors"], OWN),
+    ]
+}
+
+/// The router's permissions, bound in each namespace that has
+/// InferenceServices: it reads their status (traffic split, tags) and the
+/// EndpointSlices of their revisions, and writes nothing.
+pub fn router_rules() -> Vec<PolicyRule> {
     vec![
         rule(
             inferd_api::GROUP,
@@ -96,21 +150,36 @@ pub fn operator_rules() -> Vec<PolicyRule> {
             &["get", "list", "watch"],
         ),
         rule(
-            inferd_api::GROUP,
-            &["inferenceservices/status"],
-            &["get", "patch"],
-        ),
-        rule(
-            "apps",
-            &["deployments"],
-            &["get", "list", "watch", "create", "patch", "delete"],
-        ),
-        rule(
-            "",
-            &["services"],
-            &["get", "list", "watch", "create", "patch", "delete"],
+            "discovery.k8s.io",
+            &["endpointslices"],
+            &["get", "list", "watch"],
         ),
     ]
+}
+
+/// The leader election Lease, in the operator's own namespace only.
+pub fn lease_rules() -> Vec<PolicyRule> {
+    vec![
+        PolicyRule {
+            resource_names: Some(vec![OPERATOR_NAME.to_owned()]),
+            ..rule("coordination.k8s.io", &["leases"], &["get", "update"])
+        },
+        rule("coordination.k8s.io", &["leases"], &["create"]),
+    ]
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
 }
 
 /// Every object that installs the operator, in the order to apply them.
@@ -124,12 +193,18 @@ pub fn install_objects(options: &InstallOptions) -> Vec<InstallObject> {
             "operator".to_owned(),
             "--image".to_owned(),
             options.image.clone(),
+            "--leader-elect".to_owned(),
         ]),
-        env: Some(vec![EnvVar {
-            name: "INFERD_LOG_FORMAT".to_owned(),
-            value: Some(options.log_format.clone()),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: "INFERD_LOG_FORMAT".to_owned(),
+                value: Some(options.log_format.clone()),
+                ..EnvVar::default()
+            },
+            // The Lease's holder identity and namespace.
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+        ]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), Quantity("50m".to_owned())),
@@ -156,9 +231,9 @@ pub fn install_objects(options: &InstallOptions) -> Vec<InstallObject> {
     let deployment = Deployment {
         metadata: meta(OPERATOR_NAME, Some(ns)),
         spec: Some(DeploymentSpec {
-            // One replica: leader election is not written yet, and two
-            // controllers would apply the same objects twice.
-            replicas: Some(1),
+            // Two replicas: one leads (holds the Lease), the other takes
+            // over within the lease duration if it goes.
+            replicas: Some(options.replicas),
             selector: LabelSelector {
                 match_labels: Some(pod_labels.clone()),
                 ..LabelSelector::default()
@@ -187,6 +262,19 @@ pub fn install_objects(options: &InstallOptions) -> Vec<InstallObject> {
         }),
         ..Deployment::default()
     };
+    let operator_subject = || {
+        Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: OPERATOR_NAME.to_owned(),
+            namespace: Some(ns.to_owned()),
+            ..Subject::default()
+        }])
+    };
+    let role_ref = |kind: &str, name: &str| RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    };
     vec![
         InstallObject::Crd(Box::new(crd())),
         InstallObject::Namespace(Namespace {
@@ -202,19 +290,24 @@ pub fn install_objects(options: &InstallOptions) -> Vec<InstallObject> {
             rules: Some(operator_rules()),
             ..ClusterRole::default()
         }),
+        InstallObject::ClusterRole(ClusterRole {
+            metadata: meta(ROUTER_NAME, None),
+            rules: Some(router_rules()),
+            ..ClusterRole::default()
+        }),
         InstallObject::ClusterRoleBinding(ClusterRoleBinding {
             metadata: meta(OPERATOR_NAME, None),
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".to_owned(),
-                kind: "ClusterRole".to_owned(),
-                name: OPERATOR_NAME.to_owned(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".to_owned(),
-                name: OPERATOR_NAME.to_owned(),
-                namespace: Some(ns.to_owned()),
-                ..Subject::default()
-            }]),
+            role_ref: role_ref("ClusterRole", OPERATOR_NAME),
+            subjects: operator_subject(),
+        }),
+        InstallObject::Role(Role {
+            metadata: meta(OPERATOR_NAME, Some(ns)),
+            rules: Some(lease_rules()),
+        }),
+        InstallObject::RoleBinding(RoleBinding {
+            metadata: meta(OPERATOR_NAME, Some(ns)),
+            role_ref: role_ref("Role", OPERATOR_NAME),
+            subjects: operator_subject(),
         }),
         InstallObject::Deployment(Box::new(deployment)),
     ]
@@ -240,7 +333,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(granted.len(), 17);
+        assert_eq!(granted.len(), 47);
         for verb in [
             "list", "watch", "delete", "create", "update", "escalate", "*",
         ] {
@@ -253,6 +346,23 @@ mod tests {
         }
         assert!(!granted.iter().any(|(r, _)| r == "secrets" || r == "*"));
         assert!(!granted.iter().any(|(_, v)| v == "*" || v == "update"));
+        // Pods, nodes and Secrets' contents are never touched.
+        assert!(!granted.iter().any(|(r, _)| r == "pods" || r == "nodes"));
+    }
+
+    #[test]
+    fn the_router_only_reads_and_the_lease_is_named() {
+        for r in router_rules() {
+            assert_eq!(r.verbs, ["get", "list", "watch"]);
+        }
+        let lease = lease_rules();
+        assert_eq!(
+            lease[0].resource_names.as_deref(),
+            Some(&[OPERATOR_NAME.to_owned()][..])
+        );
+        // `create` cannot be limited by name (the object has none yet).
+        assert_eq!(lease[1].verbs, ["create"]);
+        assert!(lease[1].resource_names.is_none());
     }
 
     #[test]
@@ -269,7 +379,10 @@ mod tests {
                 "Namespace",
                 "ServiceAccount",
                 "ClusterRole",
+                "ClusterRole",
                 "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
                 "Deployment"
             ]
         );

@@ -15,23 +15,42 @@
 //! - [`reconcile::reconcile`]: one pass as a pure function: the revision
 //!   record (kept in the InferenceService's status, see [`resource`]), the
 //!   traffic plan, the objects to apply and delete, and the new status.
+//! - [`autoscale`]: the KPA in the cluster, fed by the routers' `/stats`,
+//!   deciding the revision Deployments' replicas, to and from zero.
 //! - [`controller`]: the kube-runtime controller that performs those passes
 //!   with server-side apply (`inferd operator`).
+//! - [`leader`]: leader election through a `coordination.k8s.io/v1` Lease,
+//!   so that of several operator replicas only one runs the controller.
 //! - [`structural::violations`]: checks a document against the CRD's schema
 //!   the way the API server does (with strict field validation).
+//! - [`discovery::route_table`]: the in-cluster router's table as a pure
+//!   function of the InferenceServices' status (shares, tags) and the
+//!   revisions' EndpointSlices (ready pods).
+//! - [`router`]: what `inferd router` runs in each router pod: watches
+//!   feeding that table to an [`inferd_router::Router`], its HTTP and gRPC
+//!   listeners, and an admin listener (`/stats` for the autoscaler,
+//!   `/metrics`, `/healthz`).
+//! - [`monitoring`]: the Prometheus Operator's PodMonitors for the routers
+//!   and replicas, found through discovery, and the alerting rules.
 
+pub mod autoscale;
 pub mod controller;
 pub mod crd;
+pub mod discovery;
 pub mod install;
+pub mod leader;
+pub mod monitoring;
 mod objects;
 pub mod reconcile;
 pub mod resource;
+pub mod router;
 pub mod structural;
 
 pub use crd::crd;
 pub use objects::{
     ANNOTATION_STORAGE_SECRET, DesiredObject, GRPC_PORT, HTTP_PORT, LABEL_INFERENCE_SERVICE,
-    LABEL_REVISION, MODEL_DIR, OperatorOptions, desired_objects,
+    LABEL_REVISION, MODEL_DIR, OperatorOptions, ROUTER_ADMIN_PORT, ROUTER_NAME, Scale,
+    desired_objects, desired_objects_scaled, router_objects,
 };
 
 /// What the operator's builders can refuse.
@@ -49,12 +68,38 @@ pub enum Error {
     /// No cluster configuration was found (in-cluster service account or kubeconfig).
     #[error("cannot connect to a Kubernetes cluster")]
     Connect(#[source] kube::Error),
+    /// A spec field the API server would refuse in the generated objects.
+    #[error("{path}: {message}")]
+    Field { path: String, message: String },
+    /// The service's autoscaling settings are unusable.
+    #[error("autoscaling: {0}")]
+    Autoscaling(String),
     /// A request to the API server failed.
     #[error("Kubernetes API request failed")]
     Kube(#[source] kube::Error),
+    /// The leader-election settings are unusable.
+    #[error("invalid leader election settings: {0}")]
+    LeaseConfig(String),
+    /// The leader could not renew its Lease within the renew deadline, or
+    /// another replica holds it: the work was stopped, since another replica
+    /// may now lead.
+    #[error("lost the leadership: the lease was not renewed in time or another replica holds it")]
+    LeadershipLost,
     /// Objects could not be written as YAML.
     #[error("cannot write YAML: {0}")]
     Yaml(String),
+    /// A listener of the router could not be bound (address in use, no
+    /// permission for the port).
+    #[error("cannot listen on {addr} ({what})")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The router refused a route table.
+    #[error("the router refused its route table")]
+    Routes(#[source] inferd_router::RouteError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

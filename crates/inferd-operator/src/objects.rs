@@ -29,17 +29,28 @@
 
 use std::collections::BTreeMap;
 
-use inferd_api::{API_VERSION, InferenceService, KIND_INFERENCE_SERVICE, OnnxBackend, Resources};
+use inferd_api::{
+    API_VERSION, InferenceService, KIND_INFERENCE_SERVICE, OnnxBackend, Resources, TaintEffect,
+    TolerationOperator,
+};
 use inferd_control::service::{Revision, RevisionTemplate, TrafficPlan};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
     HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec,
     Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Service,
     ServicePort, ServiceSpec, SleepAction, Toleration, Volume, VolumeMount,
 };
+use k8s_openapi::api::core::v1::{
+    EnvVarSource, ObjectFieldSelector, ServiceAccount, TCPSocketAction,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -60,6 +71,14 @@ pub const MODEL_DIR: &str = "/mnt/models";
 pub const HTTP_PORT: i32 = 8080;
 /// The replica's gRPC port.
 pub const GRPC_PORT: i32 = 8081;
+
+/// The name of the router's ClusterRole, and of its ServiceAccount,
+/// RoleBinding, Deployment and Service in each namespace with
+/// InferenceServices.
+pub const ROUTER_NAME: &str = "inferd-router";
+/// The router's admin port: `/stats` (what the autoscaler scrapes),
+/// `/metrics`, `/healthz`; not behind any client-facing Service.
+pub const ROUTER_ADMIN_PORT: i32 = 9090;
 
 /// The user the image runs as (distroless' `nonroot`).
 const NONROOT_UID: i64 = 65532;
@@ -84,6 +103,8 @@ pub struct OperatorOptions {
     pub drain_timeout_seconds: i64,
     /// `sizeLimit` of the model volume; absent: none.
     pub model_volume_size_limit: Option<String>,
+    /// Router replicas per namespace.
+    pub router_replicas: u32,
 }
 
 impl Default for OperatorOptions {
@@ -101,6 +122,7 @@ impl Default for OperatorOptions {
             pre_stop_sleep_seconds: 5,
             drain_timeout_seconds: 30,
             model_volume_size_limit: None,
+            router_replicas: 1,
         }
     }
 }
@@ -111,16 +133,26 @@ impl Default for OperatorOptions {
 pub enum DesiredObject {
     Deployment(Box<Deployment>),
     Service(Box<Service>),
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    ServiceAccount(Box<ServiceAccount>),
+    RoleBinding(Box<RoleBinding>),
 }
 
 impl DesiredObject {
-    /// `metadata.name`.
-    pub fn name(&self) -> &str {
-        let meta = match self {
+    /// `metadata`.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
             DesiredObject::Deployment(d) => &d.metadata,
             DesiredObject::Service(s) => &s.metadata,
-        };
-        meta.name.as_deref().unwrap_or_default()
+            DesiredObject::HorizontalPodAutoscaler(h) => &h.metadata,
+            DesiredObject::ServiceAccount(a) => &a.metadata,
+            DesiredObject::RoleBinding(b) => &b.metadata,
+        }
+    }
+
+    /// `metadata.name`.
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
     }
 
     /// `kind`.
@@ -128,8 +160,26 @@ impl DesiredObject {
         match self {
             DesiredObject::Deployment(_) => "Deployment",
             DesiredObject::Service(_) => "Service",
+            DesiredObject::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
+            DesiredObject::ServiceAccount(_) => "ServiceAccount",
+            DesiredObject::RoleBinding(_) => "RoleBinding",
         }
     }
+}
+
+/// How many replicas a revision's Deployment runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// This many, as inferd's autoscaler (or the retention rule) decided.
+    Replicas(u32),
+    /// A HorizontalPodAutoscaler on CPU decides (`autoscalerClass: hpa`):
+    /// the Deployment leaves `replicas` to it.
+    Hpa {
+        min: u32,
+        max: u32,
+        /// Target average CPU utilisation, percent of the request.
+        cpu_utilization: u32,
+    },
 }
 
 /// The objects that run `isvc` (whose `metadata.uid` is `uid`) as `plan`
@@ -144,12 +194,43 @@ pub fn desired_objects(
     replicas: &BTreeMap<String, u32>,
     options: &OperatorOptions,
 ) -> Result<Vec<DesiredObject>> {
+    let scales: BTreeMap<String, Scale> = replicas
+        .iter()
+        .map(|(k, v)| (k.clone(), Scale::Replicas(*v)))
+        .collect();
+    desired_objects_scaled(
+        isvc,
+        uid,
+        plan,
+        revisions,
+        &scales,
+        &BTreeMap::new(),
+        options,
+    )
+}
+
+/// [`desired_objects`] where a revision may be scaled by a
+/// HorizontalPodAutoscaler ([`Scale::Hpa`]), which is then created beside
+/// its Deployment, and where `account_secrets` lists the Secrets of the
+/// ServiceAccounts revisions run as (`serviceAccountName`): as in KServe,
+/// they hold the model storage's credentials, so they become the model
+/// download's environment too.
+pub fn desired_objects_scaled(
+    isvc: &InferenceService,
+    uid: &str,
+    plan: &TrafficPlan,
+    revisions: &[Revision],
+    scales: &BTreeMap<String, Scale>,
+    account_secrets: &BTreeMap<String, Vec<String>>,
+    options: &OperatorOptions,
+) -> Result<Vec<DesiredObject>> {
     let storage_secret = storage_secret(isvc)?;
     let ctx = Ctx {
         isvc,
         uid,
         options,
         storage_secret,
+        account_secrets,
     };
     let mut out = Vec::new();
     for planned in &plan.revisions {
@@ -157,16 +238,206 @@ pub fn desired_objects(
             .iter()
             .find(|r| r.name == planned.name)
             .ok_or_else(|| Error::UnknownRevision(planned.name.clone()))?;
-        let count = replicas.get(&revision.name).copied().unwrap_or(0);
+        let scale = scales
+            .get(&revision.name)
+            .copied()
+            .unwrap_or(Scale::Replicas(0));
         out.push(DesiredObject::Deployment(Box::new(
-            ctx.deployment(revision, count),
+            ctx.deployment(revision, scale)?,
         )));
         out.push(DesiredObject::Service(Box::new(
             ctx.revision_service(revision),
         )));
+        if let Scale::Hpa {
+            min,
+            max,
+            cpu_utilization,
+        } = scale
+        {
+            out.push(DesiredObject::HorizontalPodAutoscaler(Box::new(ctx.hpa(
+                revision,
+                min,
+                max,
+                cpu_utilization,
+            ))));
+        }
     }
     out.push(DesiredObject::Service(Box::new(ctx.router_service())));
     Ok(out)
+}
+
+/// The router of one namespace, shared by its InferenceServices: the
+/// ServiceAccount `inferd-router`, its RoleBinding to the `inferd-router`
+/// ClusterRole (read InferenceServices and EndpointSlices), the Deployment
+/// running `inferd router`, and a headless Service over the routers' admin
+/// port, whose EndpointSlices tell the autoscaler which router pods to
+/// scrape. Clients reach the routers through each InferenceService's own
+/// Service ([`desired_objects`]).
+pub fn router_objects(namespace: &str, options: &OperatorOptions) -> Vec<DesiredObject> {
+    let mut labels = options.router_labels.clone();
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "inferd-operator".to_owned(),
+    );
+    let meta = || ObjectMeta {
+        name: Some(ROUTER_NAME.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels.clone()),
+        ..ObjectMeta::default()
+    };
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    };
+    let admin_probe = |period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".to_owned()),
+            port: IntOrString::String("admin".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "router".to_owned(),
+        image: Some(options.image.clone()),
+        image_pull_policy: options.image_pull_policy.clone(),
+        args: Some(vec![
+            "router".to_owned(),
+            "--http-port".to_owned(),
+            HTTP_PORT.to_string(),
+            "--grpc-port".to_owned(),
+            GRPC_PORT.to_string(),
+            "--admin-port".to_owned(),
+            ROUTER_ADMIN_PORT.to_string(),
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAMESPACE".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".to_owned(),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+        }]),
+        ports: Some(vec![
+            port("http", HTTP_PORT),
+            port("grpc", GRPC_PORT),
+            port("admin", ROUTER_ADMIN_PORT),
+        ]),
+        // Ready once it has listed the services and their endpoints.
+        readiness_probe: Some(admin_probe(2)),
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::String("http".to_owned()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(1),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        // Leave the Services' endpoints before SIGTERM, then finish what
+        // is in flight.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: options.pre_stop_sleep_seconds,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: Some(requests_and_memory_limit("100m", "64Mi", "512Mi")),
+        security_context: Some(hardened()),
+        ..Container::default()
+    };
+    let grace = options.pre_stop_sleep_seconds + options.drain_timeout_seconds + 5;
+    let deployment = Deployment {
+        metadata: meta(),
+        spec: Some(DeploymentSpec {
+            replicas: Some(i32::try_from(options.router_replicas).unwrap_or(i32::MAX)),
+            selector: LabelSelector {
+                match_labels: Some(options.router_labels.clone()),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(ROUTER_NAME.to_owned()),
+                    enable_service_links: Some(false),
+                    termination_grace_period_seconds: Some(grace),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NONROOT_UID),
+                        run_as_group: Some(NONROOT_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    };
+    let service = Service {
+        metadata: meta(),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            selector: Some(options.router_labels.clone()),
+            ports: Some(vec![service_port(
+                "admin",
+                ROUTER_ADMIN_PORT,
+                ROUTER_ADMIN_PORT,
+            )]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    };
+    vec![
+        DesiredObject::ServiceAccount(Box::new(ServiceAccount {
+            metadata: meta(),
+            ..ServiceAccount::default()
+        })),
+        DesiredObject::RoleBinding(Box::new(RoleBinding {
+            metadata: meta(),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "ClusterRole".to_owned(),
+                name: ROUTER_NAME.to_owned(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_owned(),
+                name: ROUTER_NAME.to_owned(),
+                namespace: Some(namespace.to_owned()),
+                ..Subject::default()
+            }]),
+        })),
+        DesiredObject::Deployment(Box::new(deployment)),
+        DesiredObject::Service(Box::new(service)),
+    ]
 }
 
 fn storage_secret(isvc: &InferenceService) -> Result<Option<String>> {
@@ -192,6 +463,7 @@ struct Ctx<'a> {
     uid: &'a str,
     options: &'a OperatorOptions,
     storage_secret: Option<String>,
+    account_secrets: &'a BTreeMap<String, Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -251,7 +523,37 @@ impl Ctx<'_> {
         }
     }
 
-    fn deployment(&self, revision: &Revision, replicas: u32) -> Deployment {
+    fn hpa(&self, revision: &Revision, min: u32, max: u32, cpu: u32) -> HorizontalPodAutoscaler {
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        HorizontalPodAutoscaler {
+            metadata: self.meta(&revision.name, self.revision_labels(revision)),
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".to_owned()),
+                    kind: "Deployment".to_owned(),
+                    name: revision.name.clone(),
+                },
+                min_replicas: Some(int(min.max(1))),
+                max_replicas: int(max.max(min).max(1)),
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".to_owned(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".to_owned(),
+                        target: MetricTarget {
+                            type_: "Utilization".to_owned(),
+                            average_utilization: Some(int(cpu.max(1))),
+                            ..MetricTarget::default()
+                        },
+                    }),
+                    ..MetricSpec::default()
+                }]),
+                ..HorizontalPodAutoscalerSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn deployment(&self, revision: &Revision, scale: Scale) -> Result<Deployment> {
         let labels = self.revision_labels(revision);
         // The user's labels reach the pods (as KServe does); inferd's win.
         let mut pod_labels = self.isvc.metadata.labels.clone();
@@ -260,10 +562,27 @@ impl Ctx<'_> {
         let gpus = template.gpus();
         let options = self.options;
         let grace = options.pre_stop_sleep_seconds + options.drain_timeout_seconds + 5;
-        Deployment {
+        let affinity = match &template.affinity {
+            None => None,
+            Some(a) => {
+                let value = serde_json::Value::Object(a.0.clone());
+                let parsed: Affinity =
+                    serde_path_to_error::deserialize(value).map_err(|e| Error::Field {
+                        path: format!("spec.predictor.affinity.{}", e.path()),
+                        message: e.inner().to_string(),
+                    })?;
+                Some(parsed)
+            }
+        };
+        Ok(Deployment {
             metadata: self.meta(&revision.name, labels),
             spec: Some(DeploymentSpec {
-                replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
+                // Under an HPA the field is its own: leaving it out of the
+                // apply gives it up.
+                replicas: match scale {
+                    Scale::Replicas(n) => Some(i32::try_from(n).unwrap_or(i32::MAX)),
+                    Scale::Hpa { .. } => None,
+                },
                 selector: LabelSelector {
                     match_labels: Some(self.revision_selector(revision)),
                     match_expressions: None,
@@ -319,21 +638,18 @@ impl Ctx<'_> {
                                 ..Volume::default()
                             },
                         ]),
-                        tolerations: (gpus > 0).then(|| {
-                            vec![Toleration {
-                                key: Some("nvidia.com/gpu".to_owned()),
-                                operator: Some("Exists".to_owned()),
-                                effect: Some("NoSchedule".to_owned()),
-                                ..Toleration::default()
-                            }]
-                        }),
+                        tolerations: tolerations(template, gpus),
+                        node_selector: (!template.node_selector.is_empty())
+                            .then(|| template.node_selector.clone()),
+                        affinity,
+                        service_account_name: template.service_account_name.clone(),
                         ..PodSpec::default()
                     }),
                 },
                 ..DeploymentSpec::default()
             }),
             status: None,
-        }
+        })
     }
 
     fn model_path(&self) -> String {
@@ -356,26 +672,33 @@ impl Ctx<'_> {
             image: Some(self.options.image.clone()),
             image_pull_policy: self.options.image_pull_policy.clone(),
             args: Some(args),
-            env_from: self.storage_secret.as_ref().map(|name| {
-                vec![EnvFromSource {
+            env_from: {
+                // The annotation's Secret must exist; the ServiceAccount's
+                // are taken as they are listed.
+                let from = |name: &String, optional: bool| EnvFromSource {
                     secret_ref: Some(SecretEnvSource {
                         name: name.clone(),
-                        optional: Some(false),
+                        optional: Some(optional),
                     }),
                     ..EnvFromSource::default()
-                }]
-            }),
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".to_owned(), Quantity("100m".to_owned())),
-                    ("memory".to_owned(), Quantity("100Mi".to_owned())),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".to_owned(),
-                    Quantity("1Gi".to_owned()),
-                )])),
-                ..ResourceRequirements::default()
-            }),
+                };
+                let account = template
+                    .service_account_name
+                    .as_ref()
+                    .and_then(|a| self.account_secrets.get(a))
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| self.storage_secret.as_ref() != Some(*n))
+                    .map(|n| from(n, true));
+                let all: Vec<EnvFromSource> = self
+                    .storage_secret
+                    .iter()
+                    .map(|n| from(n, false))
+                    .chain(account)
+                    .collect();
+                (!all.is_empty()).then_some(all)
+            },
+            resources: Some(requests_and_memory_limit("100m", "100Mi", "1Gi")),
             security_context: Some(hardened()),
             volume_mounts: Some(vec![
                 mount(MODEL_VOLUME, MODEL_DIR, false),
@@ -509,6 +832,47 @@ impl Ctx<'_> {
     }
 }
 
+/// The predictor's tolerations, and one for the GPU nodes' usual taint when
+/// the replica needs GPUs (unless the user's already tolerate it).
+fn tolerations(template: &RevisionTemplate, gpus: u32) -> Option<Vec<Toleration>> {
+    let mut out: Vec<Toleration> = template
+        .tolerations
+        .iter()
+        .map(|t| Toleration {
+            key: t.key.clone(),
+            operator: t.operator.map(|o| {
+                match o {
+                    TolerationOperator::Exists => "Exists",
+                    TolerationOperator::Equal => "Equal",
+                }
+                .to_owned()
+            }),
+            value: t.value.clone(),
+            effect: t.effect.map(|e| {
+                match e {
+                    TaintEffect::NoSchedule => "NoSchedule",
+                    TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+                    TaintEffect::NoExecute => "NoExecute",
+                }
+                .to_owned()
+            }),
+            toleration_seconds: t.toleration_seconds,
+        })
+        .collect();
+    let gpu_tolerated = out
+        .iter()
+        .any(|t| t.key.as_deref() == Some("nvidia.com/gpu") || t.key.is_none());
+    if gpus > 0 && !gpu_tolerated {
+        out.push(Toleration {
+            key: Some("nvidia.com/gpu".to_owned()),
+            operator: Some("Exists".to_owned()),
+            effect: Some("NoSchedule".to_owned()),
+            ..Toleration::default()
+        });
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// cpu and memory as requests and equal limits (a replica gets what it
 /// reserves, as in the local backend); GPUs as `nvidia.com/gpu` limits.
 fn resources(r: &Resources) -> ResourceRequirements {
@@ -526,6 +890,22 @@ fn resources(r: &Resources) -> ResourceRequirements {
     ResourceRequirements {
         requests: (!both.is_empty()).then_some(both),
         limits: (!limits.is_empty()).then_some(limits),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// cpu and memory requests, and a memory limit only: a container may use
+/// idle CPU, never more memory than this.
+fn requests_and_memory_limit(cpu: &str, memory: &str, memory_limit: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity(memory_limit.to_owned()),
+        )])),
         ..ResourceRequirements::default()
     }
 }

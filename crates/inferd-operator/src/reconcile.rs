@@ -8,31 +8,42 @@
 //! - A new revision is recorded when the predictor's [`RevisionTemplate`]
 //!   differs from the newest recorded one (the rule of
 //!   [`ServiceRecord::apply`](inferd_control::service::ServiceRecord::apply)).
-//! - Revisions in the plan run `max(minReplicas, 1)` replicas (bounded by
-//!   `maxReplicas`); retired revisions are kept at zero replicas, the
-//!   newest [`ReconcileOptions::retired_kept`] of them, and the others'
+//! - Revisions in the plan run what the autoscaler decided for them (the
+//!   `decided` map, from [`crate::autoscale`]); a revision it has not
+//!   decided for starts at the KPA's initial scale (at least `minReplicas`
+//!   and 1), or, once it was ever ready, keeps the replicas its Deployment
+//!   has (after an operator restart, until the autoscaler's first tick).
+//!   With `autoscalerClass: hpa`, a revision taking traffic gets a
+//!   HorizontalPodAutoscaler on CPU instead ([`Scale::Hpa`]).
+//! - Retired revisions are kept at zero replicas, the newest
+//!   [`ReconcileOptions::retired_kept`] of them, and the others'
 //!   Deployments and Services are deleted and they leave the record.
+//! - What changed is also told as Kubernetes Events ([`Actions::events`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use inferd_api::{ModelState, ModelStatus, TrafficTarget};
+use inferd_api::{AutoscalerClass, ModelState, ModelStatus, TrafficTarget};
+use inferd_control::autoscaler::AutoscalerConfig;
 use inferd_control::service::{
     PlannedRevision, Revision, RevisionObserved, RevisionTemplate, Route, ServiceRecord,
-    TrafficPlan, plan_traffic, readiness_conditions, revision_name,
+    TrafficPlan, autoscaler_config, plan_traffic, readiness_conditions, revision_name,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::objects::{DesiredObject, OperatorOptions, desired_objects};
+use crate::objects::{DesiredObject, OperatorOptions, Scale, desired_objects_scaled};
 use crate::resource::{InferenceServiceObject, RecordedRevision, ServiceStatus};
 use crate::{Error, Result};
 
 /// Settings of the reconcile pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReconcileOptions {
     pub objects: OperatorOptions,
     /// Retired revisions kept (at zero replicas) for a quick rollback.
     pub retired_kept: usize,
+    /// The KPA's cluster-wide defaults (Knative's), which a service's
+    /// annotations and fields override.
+    pub autoscaler: AutoscalerConfig,
 }
 
 impl Default for ReconcileOptions {
@@ -40,9 +51,14 @@ impl Default for ReconcileOptions {
         ReconcileOptions {
             objects: OperatorOptions::default(),
             retired_kept: 2,
+            autoscaler: AutoscalerConfig::default(),
         }
     }
 }
+
+/// The target CPU utilisation of an HPA when `scaleTarget` is not set
+/// (KServe's default).
+pub const HPA_DEFAULT_CPU_UTILIZATION: u32 = 80;
 
 /// What was observed of one revision Deployment the service owns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +70,8 @@ pub struct ObservedDeployment {
     /// Why its rollout cannot finish (condition `Progressing=False` or
     /// `ReplicaFailure=True`).
     pub failed: Option<String>,
+    /// `spec.replicas`: what was last decided (absent under an HPA).
+    pub replicas: Option<u32>,
 }
 
 impl ObservedDeployment {
@@ -80,10 +98,16 @@ impl ObservedDeployment {
                     None => reason,
                 }
             });
+        let replicas = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .and_then(|n| u32::try_from(n).ok());
         Some(ObservedDeployment {
             name,
             ready_replicas,
             failed,
+            replicas,
         })
     }
 }
@@ -99,13 +123,58 @@ pub struct Actions {
     pub status: ServiceStatus,
     /// The traffic plan the status and objects follow.
     pub plan: TrafficPlan,
+    /// What changed, for Kubernetes Events on the InferenceService.
+    pub events: Vec<EventNote>,
+}
+
+/// One Kubernetes Event to record on the InferenceService.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventNote {
+    /// `Warning` rather than `Normal`.
+    pub warning: bool,
+    /// CamelCase, as `kubectl describe` shows it.
+    pub reason: &'static str,
+    pub note: String,
+}
+
+impl EventNote {
+    fn normal(reason: &'static str, note: String) -> EventNote {
+        EventNote {
+            warning: false,
+            reason,
+            note,
+        }
+    }
 }
 
 /// One reconcile pass for `isvc`, given its observed revision Deployments,
-/// at `now`.
+/// at `now`, before the autoscaler decided anything.
 pub fn reconcile(
     isvc: &InferenceServiceObject,
     observed: &[ObservedDeployment],
+    now: SystemTime,
+    options: &ReconcileOptions,
+) -> Result<Actions> {
+    reconcile_scaled(isvc, observed, &Inputs::default(), now, options)
+}
+
+/// What a pass reads besides the service and its Deployments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// The replicas the autoscaler decided per revision.
+    pub decided: BTreeMap<String, u32>,
+    /// The Secrets each ServiceAccount the revisions run as lists (name →
+    /// Secret names), for the model download's credentials.
+    pub account_secrets: BTreeMap<String, Vec<String>>,
+}
+
+/// One reconcile pass for `isvc`, given its observed revision Deployments
+/// and the replicas the autoscaler decided per revision (`inputs`), at
+/// `now`.
+pub fn reconcile_scaled(
+    isvc: &InferenceServiceObject,
+    observed: &[ObservedDeployment],
+    inputs: &Inputs,
     now: SystemTime,
     options: &ReconcileOptions,
 ) -> Result<Actions> {
@@ -124,6 +193,7 @@ pub fn reconcile(
     let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let previous = isvc.status.clone().unwrap_or_default();
 
+    let mut events = Vec::new();
     let mut recorded = previous.revisions.clone();
     let template = RevisionTemplate::of(&api.spec.predictor);
     if recorded
@@ -131,6 +201,14 @@ pub fn reconcile(
         .is_none_or(|r| r.revision.template != template)
     {
         let number = recorded.last().map_or(1, |r| r.revision.number + 1);
+        events.push(EventNote::normal(
+            "RevisionCreated",
+            format!(
+                "{} serves {}",
+                revision_name(&name, number),
+                template.model.storage_uri
+            ),
+        ));
         recorded.push(RecordedRevision {
             revision: Revision {
                 name: revision_name(&name, number),
@@ -182,16 +260,41 @@ pub fn reconcile(
     let (kept_retired, dropped) = retired.split_at(retired.len().min(options.retired_kept));
     let dropped: BTreeSet<&str> = dropped.iter().map(String::as_str).collect();
 
+    let autoscaling = autoscaler_config(&api, &options.autoscaler)
+        .map_err(|e| Error::Autoscaling(e.to_string()))?;
     let predictor = &api.spec.predictor;
-    let mut count = predictor.min_replicas_or_default().max(1);
-    if let Some(max) = predictor.max_replicas.filter(|m| *m > 0) {
-        count = count.min(max);
+    let hpa = predictor.autoscaler_class == Some(AutoscalerClass::Hpa);
+    let initial = {
+        let n = autoscaling.initial_scale.max(autoscaling.min_scale).max(1);
+        if autoscaling.max_scale > 0 {
+            n.min(autoscaling.max_scale)
+        } else {
+            n
+        }
+    };
+    let mut scales: BTreeMap<String, Scale> = BTreeMap::new();
+    for r in &plan.revisions {
+        let ever_ready = seen.get(&r.name).is_some_and(|o| o.ever_ready);
+        let scale = if hpa && r.percent > 0 {
+            let min = predictor.min_replicas_or_default().max(1);
+            Scale::Hpa {
+                min,
+                max: predictor.max_replicas.unwrap_or(0).max(min),
+                cpu_utilization: predictor
+                    .scale_target
+                    .filter(|t| t.is_finite() && *t >= 1.0 && *t <= 100.0)
+                    .map_or(HPA_DEFAULT_CPU_UTILIZATION, |t| t.round() as u32),
+            }
+        } else if let Some(n) = inputs.decided.get(&r.name) {
+            Scale::Replicas(*n)
+        } else if ever_ready && let Some(n) = by_name.get(r.name.as_str()).and_then(|d| d.replicas)
+        {
+            Scale::Replicas(n)
+        } else {
+            Scale::Replicas(initial)
+        };
+        scales.insert(r.name.clone(), scale);
     }
-    let replicas: BTreeMap<String, u32> = plan
-        .revisions
-        .iter()
-        .map(|r| (r.name.clone(), count))
-        .collect();
     let mut objects_plan = plan.clone();
     for r in kept_retired.iter().rev() {
         objects_plan.revisions.push(PlannedRevision {
@@ -199,14 +302,16 @@ pub fn reconcile(
             percent: 0,
             route: Route::Routable,
         });
+        scales.insert(r.clone(), Scale::Replicas(0));
     }
     let revisions: Vec<Revision> = record.revisions.clone();
-    let apply = desired_objects(
+    let apply = desired_objects_scaled(
         &api,
         uid,
         &objects_plan,
         &revisions,
-        &replicas,
+        &scales,
+        &inputs.account_secrets,
         &options.objects,
     )?;
 
@@ -227,6 +332,23 @@ pub fn reconcile(
     rolled_out.retain(|r| kept.contains(r.as_str()));
     recorded.retain(|r| !dropped.contains(r.revision.name.as_str()));
 
+    for d in &dropped {
+        events.push(EventNote::normal(
+            "RevisionDeleted",
+            format!("{d}: retired beyond the {} kept", options.retired_kept),
+        ));
+    }
+    for r in &plan.revisions {
+        let before = by_name.get(r.name.as_str()).and_then(|d| d.replicas);
+        if let (Some(before), Some(Scale::Replicas(after))) = (before, scales.get(&r.name))
+            && before != *after
+        {
+            events.push(EventNote::normal(
+                "Scaled",
+                format!("{}: {before} -> {after} replica(s)", r.name),
+            ));
+        }
+    }
     let status = status(
         &previous,
         StatusInput {
@@ -240,11 +362,67 @@ pub fn reconcile(
         recorded,
         rolled_out,
     );
+    let shares = |t: &[TrafficTarget]| {
+        t.iter()
+            .filter(|t| t.percent > 0)
+            .map(|t| format!("{} {}%", t.revision_name, t.percent))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let now_shares = shares(&status.traffic);
+    if now_shares != shares(&previous.traffic) && !now_shares.is_empty() {
+        events.push(EventNote::normal("TrafficShifted", now_shares));
+    }
+    let failure = |s: &ServiceStatus| {
+        s.model_status
+            .as_ref()
+            .filter(|m| m.state == ModelState::FailedToLoad)
+            .and_then(|m| m.reason.clone())
+    };
+    if let Some(reason) = failure(&status)
+        && failure(&previous).as_ref() != Some(&reason)
+    {
+        events.push(EventNote {
+            warning: true,
+            reason: "RevisionFailed",
+            note: format!(
+                "{}: {reason}",
+                status
+                    .latest_created_revision
+                    .as_deref()
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    let ready = |s: &ServiceStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.clone())
+    };
+    match (ready(&previous), ready(&status)) {
+        (before, Some(now)) if before.as_deref() != Some(now.as_str()) => {
+            if now == "True" {
+                events.push(EventNote::normal(
+                    "Ready",
+                    "the service is ready".to_owned(),
+                ));
+            } else if before.as_deref() == Some("True") {
+                events.push(EventNote {
+                    warning: true,
+                    reason: "NotReady",
+                    note: "the service is no longer ready".to_owned(),
+                });
+            }
+        }
+        _ => {}
+    }
     Ok(Actions {
         apply,
         delete,
         status,
         plan,
+        events,
     })
 }
 

@@ -87,6 +87,26 @@ pub struct RecordedRevision {
 }
 
 impl InferenceServiceObject {
+    /// The object as a user would create it from inferd-api's view (no
+    /// uid, generation or status yet).
+    pub fn from_api(isvc: &inferd_api::InferenceService) -> InferenceServiceObject {
+        let non_empty =
+            |m: &std::collections::BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
+        InferenceServiceObject {
+            api_version: API_VERSION.to_owned(),
+            kind: KIND_INFERENCE_SERVICE.to_owned(),
+            metadata: ObjectMeta {
+                name: Some(isvc.metadata.name.clone()),
+                namespace: isvc.metadata.namespace.clone(),
+                labels: non_empty(&isvc.metadata.labels),
+                annotations: non_empty(&isvc.metadata.annotations),
+                ..ObjectMeta::default()
+            },
+            spec: isvc.spec.clone(),
+            status: None,
+        }
+    }
+
     /// inferd-api's view of the object (name, namespace, labels,
     /// annotations, spec), which the control core and the object builders
     /// take.

@@ -3,15 +3,12 @@
 //! schemas of two versions, with strict validation (unknown fields refused),
 //! using the kubernetes-validate package of the test venv.
 
-#[path = "../../../tests/support/python.rs"]
-mod support_python;
+#[path = "support/k8s_validate.rs"]
+mod k8s_validate;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// The Kubernetes versions checked: the oldest one k8s-openapi's feature
-/// targets, and a recent one.
-const VERSIONS: [&str; 2] = ["1.33.0", "1.36.0"];
+use k8s_validate::{VERSIONS, validate};
 
 fn snapshots() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
@@ -23,22 +20,6 @@ fn snapshots() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-/// Runs kubernetes-validate; returns (success, output).
-fn validate(version: &str, files: &[PathBuf]) -> (bool, String) {
-    let python = support_python::python("the Kubernetes schema checks");
-    let out = Command::new(python)
-        .args(["-m", "kubernetes_validate", "--strict", "-k", version])
-        .args(files)
-        .output()
-        .expect("run kubernetes_validate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]
@@ -67,7 +48,13 @@ fn the_install_manifests_are_valid_kubernetes_objects() {
     for version in VERSIONS {
         let (ok, text) = validate(version, std::slice::from_ref(&file));
         assert!(ok, "against {version}:\n{text}");
-        assert_eq!(text.matches(" passed for resource ").count(), 6, "{text}");
+        let objects = inferd_operator::install::install_objects(&Default::default()).len();
+        assert_eq!(objects, 9);
+        assert_eq!(
+            text.matches(" passed for resource ").count(),
+            objects,
+            "{text}"
+        );
     }
 }
 

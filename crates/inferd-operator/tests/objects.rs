@@ -10,8 +10,11 @@ use inferd_api::{
     Resources, RuntimeOptions, load_inference_services,
 };
 use inferd_control::service::{RevisionObserved, ServiceRecord, TrafficPlan, plan_traffic};
+use inferd_operator::reconcile::{ObservedDeployment, ReconcileOptions, reconcile};
+use inferd_operator::resource::InferenceServiceObject;
 use inferd_operator::{
-    ANNOTATION_STORAGE_SECRET, DesiredObject, Error, OperatorOptions, desired_objects, to_yaml,
+    ANNOTATION_STORAGE_SECRET, DesiredObject, Error, OperatorOptions, desired_objects,
+    router_objects, to_yaml,
 };
 use support::{assert_snapshot, repo_file};
 
@@ -84,10 +87,7 @@ fn objects(
 /// hardened containers, probes.
 fn check_invariants(objects: &[DesiredObject], isvc: &InferenceService) {
     for object in objects {
-        let meta = match object {
-            DesiredObject::Deployment(d) => &d.metadata,
-            DesiredObject::Service(s) => &s.metadata,
-        };
+        let meta = object.metadata();
         let owner = &meta.owner_references.as_ref().expect("owner")[0];
         assert_eq!(owner.uid, UID);
         assert_eq!(owner.name, isvc.metadata.name);
@@ -299,5 +299,221 @@ fn retired_revisions_have_no_objects() {
             "Service/iris-00002",
             "Service/iris"
         ]
+    );
+}
+
+#[test]
+fn hpa() {
+    let mut isvc = example("examples/iris.yaml");
+    isvc.spec.predictor.autoscaler_class = Some(inferd_api::AutoscalerClass::Hpa);
+    isvc.spec.predictor.min_replicas = Some(2);
+    isvc.spec.predictor.max_replicas = Some(8);
+    isvc.spec.predictor.scale_target = Some(65.0);
+    isvc.spec.predictor.scale_metric = None;
+    isvc.validate().expect("a valid HPA service");
+    let mut object = InferenceServiceObject::from_api(&isvc);
+    object.metadata.uid = Some(UID.to_owned());
+    object.metadata.generation = Some(1);
+    let options = ReconcileOptions {
+        objects: options(),
+        ..ReconcileOptions::default()
+    };
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let first = reconcile(&object, &[], at, &options).expect("first pass");
+    object.status = Some(first.status);
+    let ready = ObservedDeployment {
+        name: "iris-00001".to_owned(),
+        ready_replicas: 2,
+        ..ObservedDeployment::default()
+    };
+    let actions = reconcile(&object, &[ready], at, &options).expect("second pass");
+    check_invariants(&actions.apply, &isvc);
+    assert_eq!(
+        names(&actions.apply),
+        [
+            "Deployment/iris-00001",
+            "Service/iris-00001",
+            "HorizontalPodAutoscaler/iris-00001",
+            "Service/iris"
+        ]
+    );
+    let DesiredObject::Deployment(d) = &actions.apply[0] else {
+        panic!("a Deployment first");
+    };
+    assert_eq!(d.spec.as_ref().and_then(|s| s.replicas), None);
+    snapshot("hpa.yaml", &actions.apply);
+}
+
+#[test]
+fn the_namespace_router() {
+    let objects = router_objects("models", &options());
+    snapshot("router.yaml", &objects);
+    let DesiredObject::Deployment(d) = &objects[2] else {
+        panic!("the router Deployment third");
+    };
+    let spec = d.spec.as_ref().expect("spec");
+    let pod = spec.template.spec.as_ref().expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some("inferd-router"));
+    let c = &pod.containers[0];
+    assert_eq!(c.args.as_ref().map(|a| a[0].as_str()), Some("router"));
+    let sc = c.security_context.as_ref().expect("securityContext");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    // The Service every InferenceService gets selects these pods.
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .expect("labels");
+    for (k, v) in &options().router_labels {
+        assert_eq!(labels.get(k), Some(v));
+    }
+}
+
+fn placed() -> InferenceService {
+    let text = r#"
+apiVersion: serving.inferd.dev/v1alpha1
+kind: InferenceService
+metadata:
+  name: placed
+  namespace: models
+spec:
+  predictor:
+    model:
+      format: onnx
+      storageUri: s3://models/iris/1
+    resources:
+      gpu: 1
+    serviceAccountName: model-reader
+    nodeSelector:
+      pool: gpu-a100
+    tolerations:
+    - key: dedicated
+      operator: Equal
+      value: inference
+      effect: NoSchedule
+    - key: node.kubernetes.io/unreachable
+      operator: Exists
+      effect: NoExecute
+      tolerationSeconds: 30
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms:
+          - matchExpressions:
+            - key: topology.kubernetes.io/zone
+              operator: In
+              values: [eu-west-1a]
+"#;
+    load_inference_services(text).expect("valid").remove(0)
+}
+
+#[test]
+fn placement_and_identity_reach_the_pods() {
+    let isvc = placed();
+    let (record, plan) = single(isvc.clone());
+    let scales = BTreeMap::from([(
+        "placed-00001".to_owned(),
+        inferd_operator::Scale::Replicas(1),
+    )]);
+    let secrets = BTreeMap::from([(
+        "model-reader".to_owned(),
+        vec!["s3-credentials".to_owned(), "gcs-key".to_owned()],
+    )]);
+    let objects = inferd_operator::desired_objects_scaled(
+        &record.spec,
+        UID,
+        &plan,
+        &record.revisions,
+        &scales,
+        &secrets,
+        &options(),
+    )
+    .expect("objects");
+    check_invariants(&objects, &isvc);
+    snapshot("placement.yaml", &objects);
+    let DesiredObject::Deployment(d) = &objects[0] else {
+        panic!("a Deployment first");
+    };
+    let pod = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    assert_eq!(pod.service_account_name.as_deref(), Some("model-reader"));
+    assert_eq!(
+        pod.node_selector.as_ref().and_then(|n| n.get("pool")),
+        Some(&"gpu-a100".to_owned())
+    );
+    let tolerations = pod.tolerations.as_ref().expect("tolerations");
+    let keys: Vec<Option<&str>> = tolerations.iter().map(|t| t.key.as_deref()).collect();
+    // The user's two, then the GPU taint's.
+    assert_eq!(
+        keys,
+        [
+            Some("dedicated"),
+            Some("node.kubernetes.io/unreachable"),
+            Some("nvidia.com/gpu")
+        ]
+    );
+    assert_eq!(tolerations[1].toleration_seconds, Some(30));
+    let zone = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|r| r.node_selector_terms[0].match_expressions.clone());
+    assert_eq!(
+        zone.flatten().map(|e| e[0].values.clone()),
+        Some(Some(vec!["eu-west-1a".to_owned()]))
+    );
+    // The ServiceAccount's Secrets are the download's environment only.
+    let init = &pod.init_containers.as_ref().expect("init")[0];
+    let from: Vec<(String, Option<bool>)> = init
+        .env_from
+        .iter()
+        .flatten()
+        .filter_map(|e| e.secret_ref.as_ref())
+        .map(|s| (s.name.clone(), s.optional))
+        .collect();
+    assert_eq!(
+        from,
+        [
+            ("s3-credentials".to_owned(), Some(true)),
+            ("gcs-key".to_owned(), Some(true))
+        ]
+    );
+    assert!(pod.containers[0].env_from.is_none());
+}
+
+#[test]
+fn an_affinity_kubernetes_would_refuse_is_an_error_with_its_path() {
+    let mut isvc = placed();
+    let mut affinity = serde_json::Map::new();
+    affinity.insert(
+        "nodeAffinity".to_owned(),
+        serde_json::json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": "all"}}),
+    );
+    isvc.spec.predictor.affinity = Some(inferd_api::Affinity(affinity));
+    let (record, plan) = single(isvc);
+    let err = desired_objects(
+        &record.spec,
+        UID,
+        &plan,
+        &record.revisions,
+        &BTreeMap::new(),
+        &options(),
+    )
+    .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.starts_with(
+            "spec.predictor.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+        ),
+        "{text}"
     );
 }

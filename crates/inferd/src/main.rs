@@ -68,6 +68,41 @@ enum Command {
     /// Run the Kubernetes operator: reconcile InferenceServices into
     /// Deployments and Services until SIGTERM.
     Operator(OperatorArgs),
+    /// Run the in-cluster router of one namespace: routes requests to the
+    /// InferenceServices' revisions, found through their status and
+    /// EndpointSlices, until SIGTERM.
+    Router(RouterArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct RouterArgs {
+    /// The namespace whose InferenceServices to route.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// The address every listener binds.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: IpAddr,
+    /// User traffic over HTTP/1.1 (V2, V1).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// User traffic over gRPC.
+    #[arg(long, default_value_t = 8081)]
+    grpc_port: u16,
+    /// `/stats` (the autoscaler's input), `/metrics` and `/healthz`.
+    #[arg(long, default_value_t = 9090)]
+    admin_port: u16,
+}
+
+async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let options = inferd_operator::router::RouterOptions {
+        host: args.host,
+        http_port: args.http_port,
+        grpc_port: args.grpc_port,
+        admin_port: args.admin_port,
+        ..inferd_operator::router::RouterOptions::new(args.namespace)
+    };
+    inferd_operator::router::connect_and_run(options).await?;
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +116,13 @@ struct OperatorArgs {
     /// Retired revisions kept at zero replicas, for a quick rollback.
     #[arg(long, env = "INFERD_OPERATOR_RETIRED_REVISIONS", default_value_t = 2)]
     retired_revisions: usize,
+    /// Router replicas in each namespace with InferenceServices.
+    #[arg(long, env = "INFERD_OPERATOR_ROUTER_REPLICAS", default_value_t = 1)]
+    router_replicas: u32,
+    /// Run only while holding the Lease `inferd-operator` in the pod's
+    /// namespace (POD_NAMESPACE), so that several replicas can run.
+    #[arg(long)]
+    leader_elect: bool,
 }
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
@@ -91,9 +133,21 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     if let Some(image) = args.image {
         options.objects.image = image;
     }
+    options.objects.router_replicas = args.router_replicas;
+    let leader_election = if args.leader_elect {
+        let namespace = std::env::var("POD_NAMESPACE").map_err(|_| {
+            anyhow::anyhow!("--leader-elect needs POD_NAMESPACE (the Lease's namespace)")
+        })?;
+        let lease = inferd_operator::leader::LeaseConfig::new(namespace);
+        lease.validate()?;
+        Some(lease)
+    } else {
+        None
+    };
     let config = inferd_operator::controller::ControllerConfig {
         namespace: args.namespace,
         options,
+        leader_election,
     };
     inferd_operator::controller::connect_and_run(config).await?;
     Ok(())
@@ -427,7 +481,7 @@ fn main() -> ExitCode {
     // Servers log their fatal error too; a client command only prints it.
     let logs_errors = matches!(
         cli.command,
-        Command::Serve(_) | Command::Up(_) | Command::Operator(_)
+        Command::Serve(_) | Command::Up(_) | Command::Operator(_) | Command::Router(_)
     );
     let result = runtime.block_on(async {
         match cli.command {
@@ -440,6 +494,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => local::delete(args).await,
             Command::Fetch(args) => fetch(args).await,
             Command::Operator(args) => operator(args).await,
+            Command::Router(args) => router(args).await,
             Command::Bench(_) | Command::Convert(_) | Command::Manifests(_) => Ok(()),
         }
     });

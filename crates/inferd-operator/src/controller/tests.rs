@@ -10,6 +10,7 @@ use kube::client::Body;
 use serde_json::Value;
 
 use super::*;
+use crate::reconcile::reconcile;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -38,6 +39,7 @@ fn isvc(uri: &str, generation: i64) -> InferenceServiceObject {
             namespace: Some(NS.to_owned()),
             uid: Some("uid-1".to_owned()),
             generation: Some(generation),
+            finalizers: Some(vec![FINALIZER.to_owned()]),
             ..ObjectMeta::default()
         },
         spec: InferenceServiceSpec {
@@ -69,6 +71,34 @@ fn list(items: Value) -> Call {
         })),
     }
 }
+
+const HPAS: &str = "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers";
+
+/// What every pass starts with: the service's Deployments (`items`) and
+/// HPAs (none) listed, then the namespace's router applied.
+fn start(items: Value) -> Vec<Call> {
+    vec![
+        list(items),
+        Call {
+            path: HPAS.to_owned(),
+            reply: Some(json!({
+                "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList",
+                "metadata": {}, "items": [],
+            })),
+            ..list(json!([]))
+        },
+        apply("/api/v1/namespaces/ml/serviceaccounts/inferd-router".to_owned()),
+        apply(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/inferd-router"
+                .to_owned(),
+        ),
+        apply(format!("{DEPLOYMENTS}/inferd-router")),
+        apply(format!("{SERVICES}/inferd-router")),
+    ]
+}
+
+/// Calls before the service's own objects in [`start`].
+const START: usize = 6;
 
 fn apply(path: String) -> Call {
     Call {
@@ -118,7 +148,8 @@ async fn serve(mut handle: Handle, calls: Vec<Call>) -> (Handle, Vec<Value>) {
                 Some(&b"application/apply-patch+yaml"[..])
             );
         }
-        if call.method == "GET" {
+        // The service's own objects are listed by its label.
+        if call.method == "GET" && !call.path.ends_with("/inferenceservices") {
             assert!(
                 has(
                     "labelSelector",
@@ -193,8 +224,8 @@ async fn a_new_service_is_created() {
     let (ctx, handle) = context();
     let object = isvc("s3://models/iris/1", 1);
     let status = format!("{ISVC}/status");
-    let calls = vec![
-        list(json!([])),
+    let mut calls = start(json!([]));
+    calls.extend(vec![
         apply(format!("{DEPLOYMENTS}/iris-00001")),
         apply(format!("{SERVICES}/iris-00001")),
         apply(format!("{SERVICES}/iris")),
@@ -202,17 +233,24 @@ async fn a_new_service_is_created() {
             reply: Some(json!(object)),
             ..apply(status)
         },
-    ];
+    ]);
     let (result, bodies) = pass(&object, &ctx, handle, calls).await;
     assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
 
-    let d = &bodies[1];
+    let router = &bodies[4];
+    assert_eq!(router["kind"], "Deployment");
+    assert_eq!(
+        router["spec"]["template"]["spec"]["serviceAccountName"],
+        "inferd-router"
+    );
+    assert_eq!(bodies[3]["roleRef"]["name"], "inferd-router");
+    let d = &bodies[START];
     assert_eq!(d["kind"], "Deployment");
     assert_eq!(d["metadata"]["namespace"], NS);
     assert_eq!(d["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     assert_eq!(d["spec"]["replicas"], 1);
-    assert_eq!(bodies[3]["kind"], "Service");
-    let body = &bodies[4];
+    assert_eq!(bodies[START + 2]["kind"], "Service");
+    let body = &bodies[START + 3];
     assert_eq!(body["apiVersion"], "serving.inferd.dev/v1alpha1");
     assert_eq!(body["kind"], "InferenceService");
     let s = &body["status"];
@@ -254,6 +292,7 @@ async fn a_spec_change_adds_a_revision_beside_the_serving_one() {
         name: "iris-00001".to_owned(),
         ready_replicas: 1,
         failed: None,
+        ..ObservedDeployment::default()
     };
     let second = reconcile(&object, &[ready], clock(), &ReconcileOptions::default()).expect("2");
     object.status = Some(second.status);
@@ -261,12 +300,12 @@ async fn a_spec_change_adds_a_revision_beside_the_serving_one() {
     object.metadata.generation = Some(2);
 
     let (ctx, handle) = context();
-    let calls = vec![
-        // A Deployment with the label but another owner is left alone.
-        list(json!([
-            deployment("iris-00001", "uid-1", 1),
-            deployment("iris-00009", "someone-else", 1),
-        ])),
+    // A Deployment with the label but another owner is left alone.
+    let mut calls = start(json!([
+        deployment("iris-00001", "uid-1", 1),
+        deployment("iris-00009", "someone-else", 1),
+    ]));
+    calls.extend(vec![
         apply(format!("{DEPLOYMENTS}/iris-00001")),
         apply(format!("{SERVICES}/iris-00001")),
         apply(format!("{DEPLOYMENTS}/iris-00002")),
@@ -276,16 +315,16 @@ async fn a_spec_change_adds_a_revision_beside_the_serving_one() {
             reply: Some(json!(object)),
             ..apply(format!("{ISVC}/status"))
         },
-    ];
+    ]);
     let (result, bodies) = pass(&object, &ctx, handle, calls).await;
     assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
     assert_eq!(
-        bodies[3]["spec"]["template"]["spec"]["initContainers"][0]["args"]
+        bodies[START + 2]["spec"]["template"]["spec"]["initContainers"][0]["args"]
             .as_array()
             .map(|a| a.iter().any(|x| x == "s3://models/iris/2")),
         Some(true)
     );
-    let s = &bodies[6]["status"];
+    let s = &bodies[START + 5]["status"];
     assert_eq!(s["observedGeneration"], 2);
     assert_eq!(s["latestCreatedRevision"], "iris-00002");
     assert_eq!(s["latestReadyRevision"], "iris-00001");
@@ -306,12 +345,12 @@ async fn an_unchanged_status_is_not_written_again() {
     let first = reconcile(&object, &[], clock(), &ReconcileOptions::default()).expect("first");
     object.status = Some(first.status);
     let (ctx, handle) = context();
-    let calls = vec![
-        list(json!([deployment("iris-00001", "uid-1", 0)])),
+    let mut calls = start(json!([deployment("iris-00001", "uid-1", 0)]));
+    calls.extend(vec![
         apply(format!("{DEPLOYMENTS}/iris-00001")),
         apply(format!("{SERVICES}/iris-00001")),
         apply(format!("{SERVICES}/iris")),
-    ];
+    ]);
     let (result, _) = pass(&object, &ctx, handle, calls).await;
     assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
 }
@@ -327,6 +366,7 @@ async fn retired_revisions_beyond_the_retention_are_deleted() {
         name: name.to_owned(),
         ready_replicas: 1,
         failed: None,
+        ..ObservedDeployment::default()
     };
     let a = reconcile(&object, &[ready("iris-00001")], clock(), &options).expect("1");
     object.status = Some(a.status);
@@ -349,11 +389,11 @@ async fn retired_revisions_beyond_the_retention_are_deleted() {
     };
     // Both revisions ready: the new one takes everything and the old one's
     // objects go (already gone is fine).
-    let calls = vec![
-        list(json!([
-            deployment("iris-00001", "uid-1", 1),
-            deployment("iris-00002", "uid-1", 1),
-        ])),
+    let mut calls = start(json!([
+        deployment("iris-00001", "uid-1", 1),
+        deployment("iris-00002", "uid-1", 1),
+    ]));
+    calls.extend(vec![
         apply(format!("{DEPLOYMENTS}/iris-00002")),
         apply(format!("{SERVICES}/iris-00002")),
         apply(format!("{SERVICES}/iris")),
@@ -363,10 +403,10 @@ async fn retired_revisions_beyond_the_retention_are_deleted() {
             reply: Some(json!(object)),
             ..apply(format!("{ISVC}/status"))
         },
-    ];
+    ]);
     let (result, bodies) = pass(&object, &ctx, handle, calls).await;
     assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
-    let s = &bodies[6]["status"];
+    let s = &bodies[START + 5]["status"];
     assert_eq!(
         s["revisions"]
             .as_array()
@@ -385,23 +425,22 @@ async fn failures_are_retried_with_backoff() {
         other => panic!("expected an API error, got {other:?}"),
     };
     let all_applies = || {
-        vec![
-            list(json!([])),
+        let mut calls = start(json!([]));
+        calls.extend(vec![
             apply(format!("{DEPLOYMENTS}/iris-00001")),
             apply(format!("{SERVICES}/iris-00001")),
             apply(format!("{SERVICES}/iris")),
-        ]
+        ]);
+        calls
     };
 
     // A 500 on the first apply fails the pass: retried after a second.
-    let calls = vec![
-        list(json!([])),
-        failing(
-            apply(format!("{DEPLOYMENTS}/iris-00001")),
-            500,
-            "InternalError",
-        ),
-    ];
+    let mut calls = start(json!([]));
+    calls.extend(vec![failing(
+        apply(format!("{DEPLOYMENTS}/iris-00001")),
+        500,
+        "InternalError",
+    )]);
     let (result, handle, _) = pass_with(&object, &ctx, handle, calls).await;
     assert_eq!(status(&result), 500);
     let err = result.expect_err("an error");
@@ -446,4 +485,252 @@ async fn the_backoff_is_bounded() {
     assert_eq!(delays[8], Action::requeue(Duration::from_secs(256)));
     assert_eq!(delays[9], Action::requeue(RETRY_MAX));
     assert_eq!(delays[11], Action::requeue(RETRY_MAX));
+}
+
+#[tokio::test]
+async fn a_new_service_gets_the_finalizer_first() {
+    let (ctx, handle) = context();
+    let mut object = isvc("s3://models/iris/1", 1);
+    object.metadata.finalizers = None;
+    let calls = vec![Call {
+        method: "PATCH",
+        path: ISVC.to_owned(),
+        apply: false,
+        status: 200,
+        reply: Some(json!(isvc("s3://models/iris/1", 1))),
+    }];
+    let (result, bodies) = pass(&object, &ctx, handle, calls).await;
+    assert_eq!(result.expect("pass"), Action::await_change());
+    // A JSON patch that adds the finalizer, guarded by a test of the list.
+    let ops = bodies[0].as_array().expect("a JSON patch");
+    assert!(
+        ops.iter()
+            .any(|op| op["op"] == "add" && op["value"] == json!([FINALIZER])),
+        "{ops:?}"
+    );
+}
+
+fn deleting(object: &mut InferenceServiceObject) {
+    object.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_100).expect("time"),
+        ));
+}
+
+fn isvc_list(items: Value) -> Call {
+    Call {
+        method: "GET",
+        path: "/apis/serving.inferd.dev/v1alpha1/namespaces/ml/inferenceservices".to_owned(),
+        apply: false,
+        status: 200,
+        reply: Some(json!({
+            "apiVersion": "serving.inferd.dev/v1alpha1", "kind": "InferenceServiceList",
+            "metadata": {}, "items": items,
+        })),
+    }
+}
+
+fn remove_finalizer() -> Call {
+    Call {
+        method: "PATCH",
+        path: ISVC.to_owned(),
+        apply: false,
+        status: 200,
+        reply: Some(json!(isvc("s3://models/iris/1", 1))),
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_last_service_deletes_the_namespace_router() {
+    let (ctx, handle) = context();
+    let mut object = isvc("s3://models/iris/1", 1);
+    deleting(&mut object);
+    let gone = |path: String| Call {
+        method: "DELETE",
+        path,
+        apply: false,
+        status: 200,
+        reply: Some(json!({"apiVersion": "v1", "kind": "Status", "status": "Success"})),
+    };
+    let calls = vec![
+        isvc_list(json!([object])),
+        gone(format!("{DEPLOYMENTS}/inferd-router")),
+        gone(format!("{SERVICES}/inferd-router")),
+        gone(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/inferd-router"
+                .to_owned(),
+        ),
+        gone("/api/v1/namespaces/ml/serviceaccounts/inferd-router".to_owned()),
+        remove_finalizer(),
+    ];
+    let (result, bodies) = pass(&object, &ctx, handle, calls).await;
+    assert_eq!(result.expect("pass"), Action::await_change());
+    let ops = bodies[5].as_array().expect("a JSON patch");
+    assert!(ops.iter().any(|op| op["op"] == "remove"), "{ops:?}");
+}
+
+#[tokio::test]
+async fn deleting_one_of_several_services_keeps_the_router() {
+    let (ctx, handle) = context();
+    let mut object = isvc("s3://models/iris/1", 1);
+    deleting(&mut object);
+    let mut other = isvc("s3://models/other/1", 1);
+    other.metadata.name = Some("other".to_owned());
+    other.metadata.uid = Some("uid-2".to_owned());
+    let calls = vec![isvc_list(json!([object, other])), remove_finalizer()];
+    let (result, _) = pass(&object, &ctx, handle, calls).await;
+    assert_eq!(result.expect("pass"), Action::await_change());
+}
+
+/// Two passes as the controller would run them: the first revision
+/// created, then seen with `ready` ready replicas.
+fn serving(object: &mut InferenceServiceObject, ready: u32) {
+    let first = reconcile(object, &[], clock(), &ReconcileOptions::default()).expect("1");
+    object.status = Some(first.status);
+    let ready = ObservedDeployment {
+        name: "iris-00001".to_owned(),
+        ready_replicas: ready,
+        ..ObservedDeployment::default()
+    };
+    let second = reconcile(object, &[ready], clock(), &ReconcileOptions::default()).expect("2");
+    object.status = Some(second.status);
+}
+
+#[tokio::test]
+async fn an_hpa_service_gets_an_hpa_and_a_stale_one_goes() {
+    let (ctx, handle) = context();
+    let mut object = isvc("s3://models/iris/1", 1);
+    object.spec.predictor.autoscaler_class = Some(inferd_api::AutoscalerClass::Hpa);
+    object.spec.predictor.min_replicas = Some(2);
+    object.spec.predictor.max_replicas = Some(6);
+    object.spec.predictor.scale_target = Some(60.0);
+    serving(&mut object, 2);
+
+    let mut calls = start(json!([deployment("iris-00001", "uid-1", 2)]));
+    // An HPA of a revision this service no longer has.
+    calls[1].reply = Some(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscalerList", "metadata": {},
+        "items": [{
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {
+                "name": "iris-00000", "namespace": NS,
+                "ownerReferences": [{
+                    "apiVersion": "serving.inferd.dev/v1alpha1", "kind": "InferenceService",
+                    "name": "iris", "uid": "uid-1", "controller": true,
+                }],
+            },
+            "spec": {
+                "scaleTargetRef": {"kind": "Deployment", "name": "iris-00000"},
+                "maxReplicas": 3,
+            },
+        }],
+    }));
+    calls.extend(vec![
+        apply(format!("{DEPLOYMENTS}/iris-00001")),
+        apply(format!("{SERVICES}/iris-00001")),
+        apply(format!("{HPAS}/iris-00001")),
+        apply(format!("{SERVICES}/iris")),
+        Call {
+            method: "DELETE",
+            path: format!("{HPAS}/iris-00000"),
+            apply: false,
+            status: 200,
+            reply: Some(json!({"apiVersion": "v1", "kind": "Status", "status": "Success"})),
+        },
+    ]);
+    let (result, bodies) = pass(&object, &ctx, handle, calls).await;
+    assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
+    // The Deployment leaves replicas to the HPA.
+    assert_eq!(bodies[START]["spec"].get("replicas"), None);
+    let hpa = &bodies[START + 2];
+    assert_eq!(hpa["kind"], "HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(hpa["spec"]["maxReplicas"], 6);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "iris-00001");
+}
+
+#[tokio::test]
+async fn the_autoscalers_decision_sets_the_replicas() {
+    let (ctx, handle) = context();
+    let mut object = isvc("s3://models/iris/1", 1);
+    object.spec.predictor.min_replicas = Some(0);
+    serving(&mut object, 1);
+    // Idle long enough: the autoscaler decides zero.
+    let services = [Arc::new(object.clone())];
+    let mut now = Duration::ZERO;
+    let mut load = crate::autoscale::NamespaceLoad::default();
+    load.add(&std::collections::BTreeMap::from([(
+        "iris".to_owned(),
+        vec![inferd_router::RevisionConcurrency {
+            revision: "iris-00001".to_owned(),
+            in_flight: 0,
+            held: 0,
+            replicas: 1,
+            requests_total: 0,
+        }],
+    )]));
+    let loads = std::collections::BTreeMap::from([(NS.to_owned(), load)]);
+    for _ in 0..60 {
+        ctx.autoscaling().tick(now, &services, &loads);
+        now += crate::autoscale::TICK;
+    }
+    assert_eq!(
+        ctx.autoscaling().decided(NS, "iris").get("iris-00001"),
+        Some(&0)
+    );
+    let mut calls = start(json!([deployment("iris-00001", "uid-1", 1)]));
+    calls.extend(vec![
+        apply(format!("{DEPLOYMENTS}/iris-00001")),
+        apply(format!("{SERVICES}/iris-00001")),
+        apply(format!("{SERVICES}/iris")),
+    ]);
+    let (result, bodies) = pass(&object, &ctx, handle, calls).await;
+    assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
+    assert_eq!(bodies[START]["spec"]["replicas"], 0);
+}
+
+#[tokio::test]
+async fn events_tell_what_changed() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Arc::new(
+        Context::with_clock(Client::new(service, NS), ReconcileOptions::default(), clock)
+            .with_events(Some("inferd-operator-0".to_owned())),
+    );
+    let object = isvc("s3://models/iris/1", 1);
+    let event = || Call {
+        method: "POST",
+        path: "/apis/events.k8s.io/v1/namespaces/ml/events".to_owned(),
+        apply: false,
+        status: 201,
+        reply: None,
+    };
+    let mut calls = start(json!([]));
+    calls.extend(vec![
+        apply(format!("{DEPLOYMENTS}/iris-00001")),
+        apply(format!("{SERVICES}/iris-00001")),
+        apply(format!("{SERVICES}/iris")),
+        Call {
+            reply: Some(json!(object)),
+            ..apply(format!("{ISVC}/status"))
+        },
+        event(),
+        event(),
+    ]);
+    let (result, bodies) = pass(&object, &ctx, handle, calls).await;
+    assert_eq!(result.expect("pass"), Action::requeue(RESYNC));
+    let reasons: Vec<&Value> = bodies[START + 4..].iter().map(|e| &e["reason"]).collect();
+    assert_eq!(
+        reasons,
+        [&json!("RevisionCreated"), &json!("TrafficShifted")]
+    );
+    let created = &bodies[START + 4];
+    assert_eq!(created["type"], "Normal");
+    assert_eq!(created["regarding"]["kind"], "InferenceService");
+    assert_eq!(created["regarding"]["name"], "iris");
+    assert_eq!(created["reportingController"], "inferd-operator");
+    assert_eq!(created["note"], "iris-00001 serves s3://models/iris/1");
 }

@@ -35,6 +35,7 @@ fn ready(name: &str, n: u32) -> ObservedDeployment {
         name: name.to_owned(),
         ready_replicas: n,
         failed: None,
+        ..ObservedDeployment::default()
     }
 }
 
@@ -46,7 +47,7 @@ fn summary(actions: &Actions) -> Vec<(&'static str, String, Option<i32>)> {
         .map(|o| {
             let replicas = match o {
                 DesiredObject::Deployment(d) => d.spec.as_ref().and_then(|s| s.replicas),
-                DesiredObject::Service(_) => None,
+                _ => None,
             };
             (o.kind(), o.name().to_owned(), replicas)
         })
@@ -212,8 +213,8 @@ fn a_scaling_change_makes_no_revision() {
     let options = ReconcileOptions::default();
     let mut object = isvc("s3://models/iris/1", 1);
     pass(&mut object, &[], T0, &options);
-    object.spec.predictor.min_replicas = Some(3);
-    object.spec.predictor.max_replicas = Some(2);
+    object.spec.predictor.min_replicas = Some(2);
+    object.spec.predictor.max_replicas = Some(3);
     object.metadata.generation = Some(2);
     let a = pass(&mut object, &[], T0 + 1, &options);
     assert_eq!(revision_names(&a.status), ["iris-00001"]);
@@ -296,6 +297,7 @@ fn a_failing_new_revision_leaves_the_old_one_serving() {
         name: "iris-00002".to_owned(),
         ready_replicas: 0,
         failed: Some("ProgressDeadlineExceeded: too slow".to_owned()),
+        ..ObservedDeployment::default()
     };
     pass(&mut object, &[ready("iris-00001", 1)], T0 + 2, &options);
     let a = pass(

@@ -9,10 +9,10 @@ mod support_python;
 
 /// The Kubernetes versions checked: the oldest one k8s-openapi's feature
 /// targets, and a recent one.
-pub const VERSIONS: [&str; 2] = ["1.33.0", "1.36.0"];
+pub(crate) const VERSIONS: [&str; 2] = ["1.33.0", "1.36.0"];
 
 /// Runs kubernetes-validate against `version`; returns (success, output).
-pub fn validate(version: &str, files: &[PathBuf]) -> (bool, String) {
+pub(crate) fn validate(version: &str, files: &[PathBuf]) -> (bool, String) {
     let python = support_python::python("the Kubernetes schema checks");
     let out = Command::new(python)
         .args(["-m", "kubernetes_validate", "--strict", "-k", version])

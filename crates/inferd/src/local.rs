@@ -54,6 +54,12 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "INFERD_GRPC_PORT", default_value = "8081", value_parser = crate::parse_grpc_port)]
     grpc_port: crate::GrpcPort,
 
+    /// Threads of the router's own runtime (1, the default, keeps each
+    /// request on one thread: the lowest latency; more serve more requests
+    /// at once on a machine with cores to spare).
+    #[arg(long, env = "INFERD_ROUTER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    router_threads: u16,
+
     /// The admin API's port on loopback (0: any free one).
     #[arg(long, env = "INFERD_ADMIN_PORT", default_value_t = 0)]
     admin_port: u16,
@@ -204,6 +210,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = LocalConfig::new(args.state.path(), program);
     config.router_addr = SocketAddr::new(args.host, args.port);
     config.grpc_addr = args.grpc_port.0.map(|p| SocketAddr::new(args.host, p));
+    config.router_threads = usize::from(args.router_threads);
     config.admin_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.admin_port);
     config.gpus = args.gpus.clone();
     config.tick = args.autoscaler_tick.max(Duration::from_millis(10));

@@ -513,7 +513,10 @@ fn bad_specs_and_bad_storage_never_stop_what_serves() {
 
 #[test]
 fn a_kserve_inference_service_runs_as_is() {
+    // With a multi-threaded router runtime (the default is one thread).
     let up = Up::start(&[
+        "--router-threads",
+        "3",
         "-f",
         repo("examples/kserve-iris.yaml").to_str().expect("utf-8"),
     ]);

@@ -16,6 +16,7 @@ pub mod store;
 pub mod supervisor;
 mod view;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub struct LocalConfig {
     pub drain_grace: Duration,
     pub supervisor: SupervisorConfig,
     pub router: RouterConfig,
+    /// Threads of the router's own runtime (1: a single-threaded one, where
+    /// a request and its hop to the replica never change threads).
+    pub router_threads: usize,
     /// Draws download progress (the binary passes a terminal bar).
     pub progress: Option<Arc<dyn Progress>>,
     /// Environment for storage credentials (over the process environment).
@@ -80,9 +84,65 @@ impl LocalConfig {
             drain_grace: Duration::from_millis(500),
             supervisor: SupervisorConfig::default(),
             router: RouterConfig::default(),
+            router_threads: 1,
             progress: None,
             storage_env: std::collections::BTreeMap::new(),
         }
+    }
+}
+
+/// The router's own runtime, on a thread of its own that owns it until
+/// told to end.
+struct RouterRuntime {
+    handle: tokio::runtime::Handle,
+}
+
+impl RouterRuntime {
+    /// Starts it with `threads` threads (1: single-threaded); the returned
+    /// sender ends it.
+    fn start(threads: usize) -> Result<(RouterRuntime, oneshot::Sender<()>), LocalError> {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("inferd-router".to_owned())
+            .spawn(move || {
+                let runtime = if threads <= 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(threads)
+                        .thread_name("inferd-router")
+                        .enable_all()
+                        .build()
+                };
+                match runtime {
+                    Ok(runtime) => {
+                        let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                        runtime.block_on(async {
+                            let _ = done_rx.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| LocalError::Invalid(format!("cannot start the router's thread: {e}")))?;
+        let handle = handle_rx
+            .recv()
+            .map_err(|_| LocalError::Invalid("the router's runtime did not start".to_owned()))?
+            .map_err(|e| LocalError::Invalid(format!("cannot start the router's runtime: {e}")))?;
+        Ok((RouterRuntime { handle }, done_tx))
+    }
+
+    /// Runs `future` on the router's runtime.
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(future)
     }
 }
 
@@ -210,21 +270,47 @@ impl ControlPlane {
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = watch::channel(false);
         let (serving_tx, serving_rx) = watch::channel(false);
+        // The router runs on a runtime of its own, so that the control
+        // plane's work never delays a request, and (with one thread) a
+        // request, its hop to the replica and the answer stay on one thread.
+        let (router_runtime, router_done) = RouterRuntime::start(config.router_threads)?;
+        // Listeners move to the router's runtime (its reactor watches them).
+        let to_std = |l: TcpListener, addr: SocketAddr| {
+            l.into_std()
+                .map_err(|source| LocalError::Bind { addr, source })
+        };
+        let http_listener = to_std(router_listener, router_addr)?;
+        let grpc_listener = match (grpc_listener, grpc_addr) {
+            (Some(l), Some(addr)) => Some(to_std(l, addr)?),
+            _ => None,
+        };
         let http_router = Arc::clone(&router);
         let mut http_stop = serving_rx.clone();
-        let http = tokio::spawn(inferd_router::serve(
-            router_listener,
-            http_router,
-            async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            },
-        ));
-        let grpc = grpc_listener.map(|listener| {
+        let http = router_runtime.spawn(async move {
+            match TcpListener::from_std(http_listener) {
+                Ok(listener) => {
+                    inferd_router::serve(listener, http_router, async move {
+                        let _ = http_stop.wait_for(|stop| *stop).await;
+                    })
+                    .await;
+                }
+                Err(e) => tracing::error!(error = %e, "the router cannot listen"),
+            }
+        });
+        let grpc = grpc_listener.map(|std_listener| {
             let router = Arc::clone(&router);
             let mut stop = serving_rx.clone();
-            tokio::spawn(inferd_router::serve_grpc(listener, router, async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            }))
+            router_runtime.spawn(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(listener) => {
+                        inferd_router::serve_grpc(listener, router, async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                    }
+                    Err(e) => tracing::error!(error = %e, "the router cannot listen for gRPC"),
+                }
+            })
         });
         let admin_state = admin::AdminState::new(commands_tx.clone(), token);
         let mut admin_stop = serving_rx.clone();
@@ -249,6 +335,8 @@ impl ControlPlane {
             if let Some(grpc) = grpc {
                 let _ = grpc.await;
             }
+            // The router's runtime ends with its listeners.
+            let _ = router_done.send(());
             let _ = admin.await;
             task_state.clear_admin();
             let _ = stopped_tx.send(true);

@@ -286,6 +286,30 @@ pub struct TrafficPlan {
 }
 
 impl TrafficPlan {
+    /// The plan as the status's `traffic`: every planned revision with its
+    /// share, and the tags `latest` and `prev`.
+    pub fn traffic_targets(&self) -> Vec<inferd_api::TrafficTarget> {
+        self.revisions
+            .iter()
+            .map(|r| {
+                let latest = self.latest.as_deref() == Some(r.name.as_str());
+                let tag = if latest {
+                    Some("latest")
+                } else if self.prev.as_deref() == Some(r.name.as_str()) {
+                    Some("prev")
+                } else {
+                    None
+                };
+                inferd_api::TrafficTarget {
+                    revision_name: r.name.clone(),
+                    percent: r.percent,
+                    latest_revision: latest,
+                    tag: tag.map(str::to_owned),
+                }
+            })
+            .collect()
+    }
+
     /// Names of the revisions the router knows.
     pub fn routable(&self) -> impl Iterator<Item = &str> {
         self.revisions.iter().map(|r| r.name.as_str())

@@ -191,22 +191,22 @@ impl Autoscaling {
                 let Some(load) = load else {
                     continue;
                 };
-                let tracked = match revisions.get_mut(&key) {
-                    Some(t) if t.scaler.config() == &config => t,
-                    _ => {
-                        let Ok(scaler) = RevisionScaler::new(config.clone()) else {
-                            continue;
-                        };
-                        let t = Tracked {
-                            scaler,
-                            desired: None,
-                        };
-                        revisions.insert(key.clone(), t);
-                        match revisions.get_mut(&key) {
-                            Some(t) => t,
-                            None => continue,
-                        }
-                    }
+                // A new revision, or new settings: a fresh scaler.
+                if revisions
+                    .get(&key)
+                    .is_none_or(|t| t.scaler.config() != &config)
+                {
+                    let Ok(scaler) = RevisionScaler::new(config.clone()) else {
+                        continue;
+                    };
+                    let fresh = Tracked {
+                        scaler,
+                        desired: None,
+                    };
+                    revisions.insert(key.clone(), fresh);
+                }
+                let Some(tracked) = revisions.get_mut(&key) else {
+                    continue;
                 };
                 tracked.scaler.set_reachable(target.percent > 0);
                 let seen = load

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
@@ -424,10 +424,13 @@ pub struct ControllerConfig {
 }
 
 /// Connects as kubectl does (the in-cluster service account, else the
-/// kubeconfig) and runs the controller until SIGTERM or Ctrl-C; with
+/// kubeconfig) and runs the controller until `shutdown` resolves; with
 /// leader election, only while this replica leads (an error when it stops
 /// leading, so that the process exits and restarts as a follower).
-pub async fn connect_and_run(config: ControllerConfig) -> Result<()> {
+pub async fn connect_and_run(
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let client = Client::try_default().await.map_err(Error::Connect)?;
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("(all)"),
@@ -435,17 +438,27 @@ pub async fn connect_and_run(config: ControllerConfig) -> Result<()> {
         leader_election = config.leader_election.is_some(),
         "inferd operator started"
     );
+    let shutdown = shutdown.shared();
     match config.leader_election.clone() {
         Some(lease) => {
-            let work = run(client.clone(), config);
-            // A standby waiting for the Lease stops on a signal too.
+            let elector = leader::Elector::new(client.clone(), lease)?;
+            let leading = elector.subscribe();
+            let work = run(client, config, shutdown.clone());
+            // A standby stops at once; a leader stops its controller (same
+            // signal), which ends `run` and releases the Lease.
+            let standby_stops = async move {
+                shutdown.await;
+                if *leading.borrow() {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
-                result = leader::run_elected(client, lease, work) => result,
-                () = crate::router::shutdown_signal() => Ok(()),
+                result = elector.run(work) => result,
+                () = standby_stops => Ok(()),
             }
         }
         None => {
-            run(client, config).await;
+            run(client, config, shutdown).await;
             Ok(())
         }
     }
@@ -455,9 +468,13 @@ pub async fn connect_and_run(config: ControllerConfig) -> Result<()> {
 /// installed (it may be installed after inferd).
 pub const MONITORING_DISCOVERY: Duration = Duration::from_secs(300);
 
-/// Runs the controller and the autoscaler until SIGTERM or Ctrl-C,
+/// Runs the controller and the autoscaler until `shutdown` resolves,
 /// finishing passes in flight.
-pub async fn run(client: Client, config: ControllerConfig) {
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let (isvcs, deployments, services) = match &config.namespace {
         Some(ns) => (
             Api::<InferenceServiceObject>::namespaced(client.clone(), ns),
@@ -507,7 +524,7 @@ pub async fn run(client: Client, config: ControllerConfig) {
     });
     controller
         .reconcile_on(decisions)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile_service, error_policy, ctx)
         .for_each(|result| async move {
             match result {

@@ -478,22 +478,7 @@ fn status(
             _ => Some(stamp.clone()),
         };
     }
-    let traffic = plan
-        .revisions
-        .iter()
-        .map(|r| TrafficTarget {
-            revision_name: r.name.clone(),
-            percent: r.percent,
-            latest_revision: plan.latest.as_deref() == Some(r.name.as_str()),
-            tag: if plan.latest.as_deref() == Some(r.name.as_str()) {
-                Some("latest".to_owned())
-            } else if plan.prev.as_deref() == Some(r.name.as_str()) {
-                Some("prev".to_owned())
-            } else {
-                None
-            },
-        })
-        .collect();
+    let traffic = plan.traffic_targets();
     let model_status = plan.latest.as_deref().map(|l| {
         let o = observed(l);
         if o.ever_ready {

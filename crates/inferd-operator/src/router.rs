@@ -114,16 +114,13 @@ fn port(number: i32) -> u16 {
 }
 
 /// Connects as kubectl does (the in-cluster service account, else the
-/// kubeconfig) and runs the router until SIGTERM or Ctrl-C.
-pub async fn connect_and_run(options: RouterOptions) -> Result<()> {
+/// kubeconfig) and runs the router until `shutdown` resolves.
+pub async fn connect_and_run(
+    options: RouterOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let client = Client::try_default().await.map_err(Error::Connect)?;
-    run(client, options).await
-}
-
-/// Runs the router until SIGTERM or Ctrl-C, then finishes the requests in
-/// flight.
-pub async fn run(client: Client, options: RouterOptions) -> Result<()> {
-    run_until(client, options, shutdown_signal()).await
+    run_until(client, options, shutdown).await
 }
 
 /// Runs the router until `shutdown` resolves, then finishes the requests in
@@ -321,30 +318,6 @@ fn refused_service(error: &RouteError) -> &str {
         | RouteError::WeightSum { service, .. }
         | RouteError::UnknownTag { service, .. }
         | RouteError::ZeroTimeout { service } => service,
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 

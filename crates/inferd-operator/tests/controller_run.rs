@@ -173,7 +173,7 @@ async fn the_running_controller_creates_a_services_objects_and_status() {
         namespace: Some(NS.to_owned()),
         ..ControllerConfig::default()
     };
-    let running = tokio::spawn(run(client, config));
+    let running = tokio::spawn(run(client, config, std::future::pending()));
 
     let wanted = [
         "/api/v1/namespaces/e2e/serviceaccounts/inferd-router",

@@ -255,14 +255,10 @@ fn s3_with_credentials_from_a_secret() {
     snapshot("s3-secret.yaml", &objects);
 }
 
-#[test]
-fn a_bad_secret_name_is_refused_with_the_annotation() {
-    let mut isvc = example("examples/iris.yaml");
-    isvc.metadata
-        .annotations
-        .insert(ANNOTATION_STORAGE_SECRET.to_owned(), "Bad_Name".to_owned());
+/// Why the objects of `isvc`'s first revision cannot be built.
+fn refused(isvc: InferenceService) -> Error {
     let (record, plan) = single(isvc);
-    let err = desired_objects(
+    desired_objects(
         &record.spec,
         UID,
         &plan,
@@ -270,7 +266,16 @@ fn a_bad_secret_name_is_refused_with_the_annotation() {
         &BTreeMap::new(),
         &options(),
     )
-    .expect_err("refused");
+    .expect_err("refused")
+}
+
+#[test]
+fn a_bad_secret_name_is_refused_with_the_annotation() {
+    let mut isvc = example("examples/iris.yaml");
+    isvc.metadata
+        .annotations
+        .insert(ANNOTATION_STORAGE_SECRET.to_owned(), "Bad_Name".to_owned());
+    let err = refused(isvc);
     assert!(matches!(err, Error::Annotation { .. }), "{err}");
     assert!(err.to_string().contains(ANNOTATION_STORAGE_SECRET), "{err}");
 }
@@ -499,16 +504,7 @@ fn an_affinity_kubernetes_would_refuse_is_an_error_with_its_path() {
         serde_json::json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": "all"}}),
     );
     isvc.spec.predictor.affinity = Some(inferd_api::Affinity(affinity));
-    let (record, plan) = single(isvc);
-    let err = desired_objects(
-        &record.spec,
-        UID,
-        &plan,
-        &record.revisions,
-        &BTreeMap::new(),
-        &options(),
-    )
-    .expect_err("refused");
+    let err = refused(isvc);
     let text = err.to_string();
     assert!(
         text.starts_with(

@@ -101,7 +101,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         admin_port: args.admin_port,
         ..inferd_operator::router::RouterOptions::new(args.namespace)
     };
-    inferd_operator::router::connect_and_run(options).await?;
+    inferd_operator::router::connect_and_run(options, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -149,7 +149,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         options,
         leader_election,
     };
-    inferd_operator::controller::connect_and_run(config).await?;
+    inferd_operator::controller::connect_and_run(config, shutdown_signal()).await?;
     Ok(())
 }
 

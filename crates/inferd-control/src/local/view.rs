@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use inferd_api::{
-    Condition, InferenceService, InferenceServiceStatus, ModelState, ModelStatus, TrafficTarget,
-};
+use inferd_api::{Condition, InferenceService, InferenceServiceStatus, ModelState, ModelStatus};
 use serde::{Deserialize, Serialize};
 
 use super::controller::{ModelFetch, ServiceState, model_state};
@@ -316,22 +314,7 @@ pub(super) fn status(s: &ServiceState, plan: &TrafficPlan, url: &str) -> Inferen
         conditions,
         latest_ready_revision: plan.latest_ready.clone(),
         latest_created_revision: latest,
-        traffic: plan
-            .revisions
-            .iter()
-            .map(|r| TrafficTarget {
-                revision_name: r.name.clone(),
-                percent: r.percent,
-                latest_revision: plan.latest.as_deref() == Some(r.name.as_str()),
-                tag: if plan.latest.as_deref() == Some(r.name.as_str()) {
-                    Some("latest".to_owned())
-                } else if plan.prev.as_deref() == Some(r.name.as_str()) {
-                    Some("prev".to_owned())
-                } else {
-                    None
-                },
-            })
-            .collect(),
+        traffic: plan.traffic_targets(),
         model_status: latest_state.map(|(state, reason)| ModelStatus { state, reason }),
     }
 }

@@ -159,32 +159,35 @@ fn a_full_queue_answers_429_and_expired_requests_504_without_running() {
     let s = TestServer::start(repository(root.path()));
     let addr = s.addr;
     let row = iris_rows(&[iris_row(0).0]);
-    let waiting: Vec<_> = [
-        ("x-inferd-timeout-ms", "1500".to_owned()),
-        ("x-inferd-timeout-ms", "1500".to_owned()),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(i, (k, v))| {
+    // Both wait past their deadline. The deadline is long enough that the
+    // first is still queued when the second arrives on a loaded machine;
+    // each is sent once the one before is seen queued.
+    let mut waiting = Vec::new();
+    for i in 0..2usize {
         let body = if i == 0 {
             row.clone()
         } else {
             // The same deadline, through Triton's `timeout` parameter (µs).
             let mut b: Value = serde_json::from_str(&row).expect("json");
-            b["parameters"] = json!({"timeout": 1_500_000});
+            b["parameters"] = json!({"timeout": 5_000_000});
             b.to_string()
         };
-        thread::spawn(move || {
-            let headers: Vec<(&str, &str)> = if i == 0 { vec![(k, &v)] } else { vec![] };
+        waiting.push(thread::spawn(move || {
+            let headers: Vec<(&str, &str)> = if i == 0 {
+                vec![("x-inferd-timeout-ms", "5000")]
+            } else {
+                vec![]
+            };
             post_with(addr, "/v2/models/iris/infer", &body, &headers)
-        })
-    })
-    .collect();
-    eventually("two requests queue", || {
-        get(addr, "/metrics")
-            .text()
-            .contains(r#"inferd_queue_depth{model="iris",version="1"} 2"#)
-    });
+        }));
+        let depth = format!(
+            r#"inferd_queue_depth{{model="iris",version="1"}} {}"#,
+            i + 1
+        );
+        eventually("the request queues", || {
+            get(addr, "/metrics").text().contains(&depth)
+        });
+    }
     let refused = post(addr, "/v2/models/iris/infer", &row);
     assert_eq!(refused.status, 429, "{}", refused.text());
     assert_eq!(refused.header("retry-after"), Some("1"));

@@ -16,7 +16,13 @@
 //!   retired (drained, then stopped).
 //! - With `canaryTrafficPercent: N` the newest ready revision takes N% and
 //!   the rolled-out one the rest; `0` rolls back (the rolled-out revision
-//!   takes everything), `100` or removing the field promotes.
+//!   takes everything), `100` or removing the field promotes. Once the
+//!   newest revision is itself rolled out (promoted), a canary share splits
+//!   it with the revision rolled out before it, so `0` after a promotion
+//!   rolls back to the previous revision, as KServe does.
+//! - Whether a revision was ever ready is part of the record, so a restarted
+//!   backend plans exactly what it planned before (a canary stays a canary
+//!   while its replicas start again).
 //! - A revision that never became ready takes no traffic; while no revision
 //!   is ready, requests wait for the newest (the router holds them), unless
 //!   it failed, in which case they are refused with the reason.
@@ -100,6 +106,10 @@ pub struct Revision {
     pub template: RevisionTemplate,
     /// Seconds since the Unix epoch.
     pub created_at: u64,
+    /// Whether a replica of it was ever ready: it can take traffic again
+    /// after it was scaled to zero, or after the backend restarted.
+    #[serde(default)]
+    pub ever_ready: bool,
 }
 
 /// A service as the control plane keeps it: the last applied spec, its
@@ -146,6 +156,7 @@ impl ServiceRecord {
             number: 1,
             template: RevisionTemplate::of(&spec.spec.predictor),
             created_at: now_secs,
+            ever_ready: false,
         };
         let outcome = ApplyOutcome::Created {
             revision: revision.name.clone(),
@@ -180,6 +191,7 @@ impl ServiceRecord {
             number,
             template,
             created_at: now_secs,
+            ever_ready: false,
         });
         ApplyOutcome::NewRevision { revision: name }
     }
@@ -200,6 +212,34 @@ impl ServiceRecord {
     /// The revision that last took all the traffic.
     pub fn rolled_out(&self) -> Option<&str> {
         self.rolled_out.last().map(String::as_str)
+    }
+
+    /// Records which revisions were observed ready; returns whether any
+    /// became ready for the first time (so the caller knows to store the
+    /// record).
+    pub fn record_ready(&mut self, observed: &BTreeMap<String, RevisionObserved>) -> bool {
+        let mut changed = false;
+        for r in &mut self.revisions {
+            if !r.ever_ready
+                && observed
+                    .get(&r.name)
+                    .is_some_and(|o| o.ever_ready || o.ready_replicas > 0)
+            {
+                r.ever_ready = true;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// The rolled-out revision before `current` that can still serve.
+    fn rolled_out_before(&self, current: &str, ever_ready: impl Fn(&str) -> bool) -> Option<&str> {
+        self.rolled_out
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .filter(|r| *r != current)
+            .find(|r| self.revision(r).is_some() && ever_ready(r))
     }
 
     /// Records the plan's rollout and forgets old revisions that can no
@@ -332,7 +372,13 @@ pub fn plan_traffic(
     record: &ServiceRecord,
     observed: &BTreeMap<String, RevisionObserved>,
 ) -> TrafficPlan {
-    let seen = |name: &str| observed.get(name).cloned().unwrap_or_default();
+    // What was observed, with what the record remembers: a revision that
+    // was ever ready stays so across restarts of the backend.
+    let seen = |name: &str| {
+        let mut o = observed.get(name).cloned().unwrap_or_default();
+        o.ever_ready |= record.revision(name).is_some_and(|r| r.ever_ready);
+        o
+    };
     let latest = record.latest().map(|r| r.name.clone());
     let latest_ready = record
         .revisions
@@ -371,6 +417,17 @@ pub fn plan_traffic(
         .filter(|r| record.revision(r).is_some() && seen(r).ever_ready)
         .map(str::to_owned);
     let canary = record.spec.spec.predictor.canary_traffic_percent;
+    // Once the newest revision is the rolled-out one (it was promoted), a
+    // canary share splits it with the revision rolled out before it: the
+    // stable side becomes that one again, as KServe rolls back.
+    let stable = match (stable, canary) {
+        (Some(s), Some(n)) if n < 100 && s == ready && s == latest => Some(
+            record
+                .rolled_out_before(&s, |r| seen(r).ever_ready)
+                .map_or(s, str::to_owned),
+        ),
+        (stable, _) => stable,
+    };
     match (stable, canary) {
         (Some(stable), Some(n)) if n < 100 && stable != ready => {
             // A canary: the newest ready revision takes N%.
@@ -863,6 +920,144 @@ mod tests {
         r.apply(isvc("c.onnx", Some(100)), 5);
         let plan = step(&mut r, &ready(&["iris-00002", "iris-00003"]));
         assert_eq!(shares(&plan), vec![("iris-00003", 100)]);
+    }
+
+    /// Applies, marks what `observed` saw ready, plans, records the
+    /// rollout: what a backend's pass does.
+    fn pass(
+        record: &mut ServiceRecord,
+        observed: &BTreeMap<String, RevisionObserved>,
+    ) -> TrafficPlan {
+        record.record_ready(observed);
+        step(record, observed)
+    }
+
+    #[test]
+    fn a_canary_share_after_promotion_splits_with_the_previous_rollout() {
+        let (mut r, _) = ServiceRecord::create(isvc("a.onnx", None), 0);
+        let both = ready(&["iris-00001", "iris-00002"]);
+        pass(&mut r, &ready(&["iris-00001"]));
+        r.apply(isvc("b.onnx", Some(20)), 1);
+        pass(&mut r, &both);
+        // Promote.
+        r.apply(isvc("b.onnx", None), 2);
+        let plan = pass(&mut r, &both);
+        assert_eq!(shares(&plan), vec![("iris-00002", 100)]);
+        // Roll back after the promotion: the previous rollout takes all,
+        // the newest stays reachable by its tag, and it holds pass after
+        // pass.
+        assert_eq!(
+            r.apply(isvc("b.onnx", Some(0)), 3),
+            ApplyOutcome::Configured
+        );
+        for _ in 0..3 {
+            let plan = pass(&mut r, &both);
+            assert_eq!(shares(&plan), vec![("iris-00001", 100), ("iris-00002", 0)]);
+            assert_eq!(plan.prev.as_deref(), Some("iris-00001"));
+            assert_eq!(plan.latest.as_deref(), Some("iris-00002"));
+            assert_eq!(r.rolled_out(), Some("iris-00001"));
+        }
+        // A share again, then promote again.
+        r.apply(isvc("b.onnx", Some(30)), 4);
+        let plan = pass(&mut r, &both);
+        assert_eq!(shares(&plan), vec![("iris-00001", 70), ("iris-00002", 30)]);
+        r.apply(isvc("b.onnx", None), 5);
+        let plan = pass(&mut r, &both);
+        assert_eq!(shares(&plan), vec![("iris-00002", 100)]);
+        // A canary share straight after a promotion splits too.
+        r.apply(isvc("b.onnx", Some(10)), 6);
+        let plan = pass(&mut r, &both);
+        assert_eq!(shares(&plan), vec![("iris-00001", 90), ("iris-00002", 10)]);
+    }
+
+    #[test]
+    fn a_canary_share_on_the_only_revision_keeps_it_whole() {
+        let (mut r, _) = ServiceRecord::create(isvc("a.onnx", Some(0)), 0);
+        for _ in 0..2 {
+            let plan = pass(&mut r, &ready(&["iris-00001"]));
+            assert_eq!(shares(&plan), vec![("iris-00001", 100)]);
+        }
+        // A newer revision that is not ready yet does not pull the stable
+        // one back to an older rollout.
+        let (mut r, _) = ServiceRecord::create(isvc("a.onnx", None), 0);
+        pass(&mut r, &ready(&["iris-00001"]));
+        r.apply(isvc("b.onnx", None), 1);
+        pass(&mut r, &ready(&["iris-00001", "iris-00002"]));
+        r.apply(isvc("c.onnx", Some(20)), 2);
+        let plan = pass(&mut r, &ready(&["iris-00001", "iris-00002"]));
+        assert_eq!(shares(&plan), vec![("iris-00002", 100), ("iris-00003", 0)]);
+    }
+
+    #[test]
+    fn a_restarted_backend_plans_what_it_planned_before() {
+        // Each step of a canary, then the same record read back as a
+        // restarted backend would: nothing observed ready yet, then the
+        // revisions coming up in either order. The plan must not move.
+        let mut r = ServiceRecord::create(isvc("a.onnx", None), 0).0;
+        let both = ready(&["iris-00001", "iris-00002"]);
+        let steps: Vec<(Option<InferenceService>, BTreeMap<String, RevisionObserved>)> = vec![
+            (None, ready(&["iris-00001"])),
+            (Some(isvc("b.onnx", Some(20))), ready(&["iris-00001"])),
+            (None, both.clone()),
+            (Some(isvc("b.onnx", None)), both.clone()),
+            (Some(isvc("b.onnx", Some(0))), both.clone()),
+            (Some(isvc("b.onnx", Some(50))), both.clone()),
+        ];
+        for (spec, observed) in steps {
+            if let Some(spec) = spec {
+                r.apply(spec, 1);
+            }
+            let before = pass(&mut r, &observed);
+            let before = (
+                shares(&before)
+                    .iter()
+                    .map(|(n, p)| ((*n).to_owned(), *p))
+                    .collect::<Vec<_>>(),
+                before.latest.clone(),
+                before.prev.clone(),
+            );
+            let stored: ServiceRecord =
+                serde_json::from_str(&serde_json::to_string(&r).expect("writes")).expect("reads");
+            let only = |name: &str| -> BTreeMap<String, RevisionObserved> {
+                observed
+                    .get(name)
+                    .map(|o| (name.to_owned(), o.clone()))
+                    .into_iter()
+                    .collect()
+            };
+            for restarted in [
+                BTreeMap::new(),
+                only("iris-00002"),
+                only("iris-00001"),
+                observed.clone(),
+            ] {
+                // Nothing the record holds was observed yet after the restart.
+                let restarted: BTreeMap<String, RevisionObserved> = restarted
+                    .into_iter()
+                    .map(|(n, o)| {
+                        (
+                            n,
+                            RevisionObserved {
+                                ever_ready: false,
+                                ..o
+                            },
+                        )
+                    })
+                    .collect();
+                let mut again = stored.clone();
+                let plan = pass(&mut again, &restarted);
+                let after = (
+                    shares(&plan)
+                        .iter()
+                        .map(|(n, p)| ((*n).to_owned(), *p))
+                        .collect::<Vec<_>>(),
+                    plan.latest.clone(),
+                    plan.prev.clone(),
+                );
+                assert_eq!(after, before, "restart with {restarted:?}");
+                assert_eq!(again.rolled_out(), r.rolled_out());
+            }
+        }
     }
 
     #[test]

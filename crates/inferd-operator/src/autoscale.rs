@@ -178,7 +178,7 @@ impl Autoscaling {
                 let ever_ready = status
                     .revisions
                     .iter()
-                    .any(|r| r.revision.name == target.revision_name && r.ever_ready);
+                    .any(|r| r.name == target.revision_name && r.ever_ready);
                 if !ever_ready {
                     continue;
                 }

@@ -214,7 +214,7 @@ async fn apply_pass(
         .status
         .iter()
         .flat_map(|s| &s.revisions)
-        .filter_map(|r| r.revision.template.service_account_name.clone())
+        .filter_map(|r| r.template.service_account_name.clone())
         .chain(isvc.spec.predictor.service_account_name.clone())
         .collect();
     let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);

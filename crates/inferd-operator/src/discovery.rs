@@ -92,8 +92,8 @@ where
                 status
                     .revisions
                     .iter()
-                    .find(|r| r.revision.name == revision)
-                    .and_then(|r| r.revision.template.container_concurrency)
+                    .find(|r| r.name == revision)
+                    .and_then(|r| r.template.container_concurrency)
             },
             |revision| {
                 replicas

@@ -196,11 +196,8 @@ pub fn reconcile_scaled(
     let mut events = Vec::new();
     let mut recorded = previous.revisions.clone();
     let template = RevisionTemplate::of(&api.spec.predictor);
-    if recorded
-        .last()
-        .is_none_or(|r| r.revision.template != template)
-    {
-        let number = recorded.last().map_or(1, |r| r.revision.number + 1);
+    if recorded.last().is_none_or(|r| r.template != template) {
+        let number = recorded.last().map_or(1, |r| r.number + 1);
         events.push(EventNote::normal(
             "RevisionCreated",
             format!(
@@ -209,13 +206,11 @@ pub fn reconcile_scaled(
                 template.model.storage_uri
             ),
         ));
-        recorded.push(RecordedRevision {
-            revision: Revision {
-                name: revision_name(&name, number),
-                number,
-                template,
-                created_at: now_secs,
-            },
+        recorded.push(Revision {
+            name: revision_name(&name, number),
+            number,
+            template,
+            created_at: now_secs,
             ever_ready: false,
         });
     }
@@ -224,11 +219,11 @@ pub fn reconcile_scaled(
         observed.iter().map(|d| (d.name.as_str(), d)).collect();
     let mut seen = BTreeMap::new();
     for r in &mut recorded {
-        let d = by_name.get(r.revision.name.as_str());
+        let d = by_name.get(r.name.as_str());
         let ready_replicas = d.map_or(0, |d| d.ready_replicas);
         r.ever_ready |= ready_replicas > 0;
         seen.insert(
-            r.revision.name.clone(),
+            r.name.clone(),
             RevisionObserved {
                 ready_replicas,
                 ever_ready: r.ever_ready,
@@ -244,7 +239,7 @@ pub fn reconcile_scaled(
             .generation
             .and_then(|g| u64::try_from(g).ok())
             .unwrap_or(0),
-        revisions: recorded.iter().map(|r| r.revision.clone()).collect(),
+        revisions: recorded.clone(),
         rolled_out: previous.rolled_out.clone(),
         created_at: 0,
     };
@@ -254,7 +249,7 @@ pub fn reconcile_scaled(
     let retired: Vec<String> = recorded
         .iter()
         .rev()
-        .map(|r| r.revision.name.clone())
+        .map(|r| r.name.clone())
         .filter(|n| !plan.contains(n))
         .collect();
     let (kept_retired, dropped) = retired.split_at(retired.len().min(options.retired_kept));
@@ -330,7 +325,7 @@ pub fn reconcile_scaled(
         rolled_out.push(r.clone());
     }
     rolled_out.retain(|r| kept.contains(r.as_str()));
-    recorded.retain(|r| !dropped.contains(r.revision.name.as_str()));
+    recorded.retain(|r| !dropped.contains(r.name.as_str()));
 
     for d in &dropped {
         events.push(EventNote::normal(

@@ -74,17 +74,10 @@ pub struct ServiceStatus {
     pub rolled_out: Vec<String>,
 }
 
-/// One revision as the status records it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordedRevision {
-    #[serde(flatten)]
-    pub revision: Revision,
-    /// Whether a replica of it was ever ready; a revision scaled down after
-    /// serving can still take traffic again.
-    #[serde(default)]
-    pub ever_ready: bool,
-}
+/// One revision as the status records it: the control core's revision,
+/// with whether a replica of it was ever ready (`everReady`), so a revision
+/// scaled down after serving can take traffic again.
+pub type RecordedRevision = Revision;
 
 impl InferenceServiceObject {
     /// The object as a user would create it from inferd-api's view (no

@@ -71,11 +71,7 @@ fn condition<'a>(status: &'a ServiceStatus, type_: &str) -> Option<&'a str> {
 }
 
 fn revision_names(status: &ServiceStatus) -> Vec<&str> {
-    status
-        .revisions
-        .iter()
-        .map(|r| r.revision.name.as_str())
-        .collect()
+    status.revisions.iter().map(|r| r.name.as_str()).collect()
 }
 
 /// Runs a pass and stores its status in the object, as the controller's
@@ -108,7 +104,7 @@ fn a_new_service_gets_its_first_revision_and_objects() {
     assert_eq!(s.observed_generation, Some(1));
     assert_eq!(s.url.as_deref(), Some("http://iris.ml.svc.cluster.local"));
     assert_eq!(revision_names(s), ["iris-00001"]);
-    assert_eq!(s.revisions[0].revision.created_at, T0);
+    assert_eq!(s.revisions[0].created_at, T0);
     assert!(!s.revisions[0].ever_ready);
     assert_eq!(s.latest_created_revision.as_deref(), Some("iris-00001"));
     assert_eq!(s.latest_ready_revision, None);
@@ -284,6 +280,42 @@ fn a_canary_splits_the_traffic() {
     );
     assert_eq!(a.status.rolled_out, ["iris-00001"]);
     assert_eq!(condition(&a.status, "Ready"), Some("True"));
+}
+
+#[test]
+fn a_rollback_after_promotion_returns_the_traffic_to_the_previous_revision() {
+    let options = ReconcileOptions::default();
+    let mut object = isvc("s3://models/iris/1", 1);
+    pass(&mut object, &[], T0, &options);
+    pass(&mut object, &[ready("iris-00001", 1)], T0 + 1, &options);
+    object.spec.predictor.model.storage_uri = "s3://models/iris/2".to_owned();
+    object.spec.predictor.canary_traffic_percent = Some(20);
+    let both = [ready("iris-00001", 1), ready("iris-00002", 1)];
+    pass(&mut object, &both, T0 + 2, &options);
+    // Promote: the old revision is scaled to zero, not deleted.
+    object.spec.predictor.canary_traffic_percent = None;
+    let a = pass(&mut object, &both, T0 + 3, &options);
+    assert_eq!(
+        traffic(&a.status),
+        [("iris-00002".to_owned(), 100, Some("latest".to_owned()))]
+    );
+    // Roll back with 0%: the previous rollout takes everything, and keeps
+    // it while its Deployment scales back up.
+    object.spec.predictor.canary_traffic_percent = Some(0);
+    for (secs, observed) in [(4, &[ready("iris-00002", 1)][..]), (5, &both[..])] {
+        let a = pass(&mut object, observed, T0 + secs, &options);
+        assert_eq!(
+            traffic(&a.status),
+            [
+                ("iris-00001".to_owned(), 100, Some("prev".to_owned())),
+                ("iris-00002".to_owned(), 0, Some("latest".to_owned())),
+            ]
+        );
+        assert_eq!(
+            a.status.rolled_out.last().map(String::as_str),
+            Some("iris-00001")
+        );
+    }
 }
 
 #[test]

@@ -87,6 +87,13 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "INFERD_RESTART_BACKOFF", default_value = "1s", value_parser = inferd_bench::parse_duration)]
     restart_backoff: Duration,
 
+    /// How replicas' `resources.cpu` and `resources.memory` are enforced:
+    /// `cgroup` (a control group per replica, or refuse to start), `rlimit`
+    /// (RLIMIT_DATA and CPU affinity per process), `auto` (cgroups where
+    /// they can be managed, else rlimit).
+    #[arg(long, env = "INFERD_REPLICA_LIMITS", default_value = "auto", value_parser = ["auto", "cgroup", "rlimit"])]
+    replica_limits: String,
+
     #[command(flatten)]
     state: StateArgs,
 }
@@ -193,6 +200,16 @@ pub(crate) fn read_services(files: &[PathBuf]) -> anyhow::Result<Vec<InferenceSe
         };
         let docs = inferd_api::load_inference_services(&text)
             .with_context(|| file.display().to_string())?;
+        if docs.is_empty() {
+            // An empty file (or one of comments only) is a mistake, not a
+            // request to apply nothing.
+            let name = if file.as_os_str() == "-" {
+                "standard input".to_owned()
+            } else {
+                file.display().to_string()
+            };
+            anyhow::bail!("no InferenceService in {name}");
+        }
         for mut isvc in docs {
             let model = &mut isvc.spec.predictor.model;
             if let Some(path) = model.local_path(&base) {
@@ -216,6 +233,10 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.tick = args.autoscaler_tick.max(Duration::from_millis(10));
     config.drain_grace = args.drain_grace;
     config.supervisor.backoff_initial = args.restart_backoff.max(Duration::from_millis(10));
+    config.replica_limits = args
+        .replica_limits
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--replica-limits: {e}"))?;
     if let Some(path) = &args.autoscaler_config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;

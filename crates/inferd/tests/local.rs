@@ -615,3 +615,268 @@ fn gpus_are_given_whole_and_never_over_committed() {
         "{out:?}"
     );
 }
+
+/// What the control plane decided for a service: each revision's share,
+/// tags and whether it is retired.
+fn decided(up: &Up) -> Vec<(String, u32, Vec<String>, bool)> {
+    up.view("iris")
+        .revisions
+        .iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                r.traffic_percent,
+                r.tags.clone(),
+                r.state == "Retired",
+            )
+        })
+        .collect()
+}
+
+/// Where 200 requests went, by revision.
+fn served_by(router: SocketAddr) -> BTreeMap<String, usize> {
+    let mut served = BTreeMap::new();
+    for _ in 0..200 {
+        let (status, revision) = infer(router, None);
+        assert_eq!(status, 200);
+        *served.entry(revision).or_default() += 1;
+    }
+    served
+}
+
+/// Stops `up` with `signal`, starts it again on the same state directory,
+/// and checks that it decides what it decided before, at once.
+fn restart(up: Up, signal: &str) -> Up {
+    let before = decided(&up);
+    let pids: Vec<u32> = up.replica_pids("iris");
+    up.signal(signal);
+    let mut up = up;
+    let _ = up.wait_exit();
+    wait_gone(&pids);
+    let state = std::mem::replace(&mut up.state, tempfile::tempdir().expect("tmp"));
+    drop(up);
+    let up = Up::start_in(state, &[]);
+    // The first plan after the restart, before any replica is ready again.
+    let view = up.wait_until("iris", "planned", |v| {
+        v.service
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.traffic.is_empty())
+    });
+    let after: Vec<_> = view
+        .revisions
+        .iter()
+        .map(|r| {
+            (
+                r.name.clone(),
+                r.traffic_percent,
+                r.tags.clone(),
+                r.state == "Retired",
+            )
+        })
+        .collect();
+    assert_eq!(after, before, "after a restart ({signal})");
+    up.wait_until("iris", "ready again", |v| v.ready());
+    assert_eq!(decided(&up), before, "once ready again ({signal})");
+    up
+}
+
+#[test]
+fn a_restart_at_every_step_of_a_canary_changes_no_decision() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let v1 = iris_copy(dir.path(), "v1");
+    let v2 = iris_copy(dir.path(), "v2");
+    let up = Up::start(&[]);
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &v1, "", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "v1 ready", |v| v.ready());
+    let up = restart(up, "KILL");
+    assert_eq!(served_by(up.router).get("iris-00001"), Some(&200));
+
+    // The canary: 80/20, kept across a SIGKILL and a SIGINT.
+    let out = up.apply_yaml(&isvc_yaml("iris", &v2, "canaryTrafficPercent: 20", ""));
+    assert!(out.status.success(), "{out:?}");
+    up.wait_until("iris", "canary split", |v| {
+        v.revisions
+            .iter()
+            .any(|r| r.name == "iris-00002" && r.traffic_percent == 20 && r.ready_replicas > 0)
+    });
+    let up = restart(up, "KILL");
+    let up = restart(up, "INT");
+    let served = served_by(up.router);
+    assert!(
+        served.get("iris-00002").copied().unwrap_or(0) > 0,
+        "{served:?}"
+    );
+    assert!(
+        served.get("iris-00001").copied().unwrap_or(0) > 0,
+        "{served:?}"
+    );
+    // The same spec again is unchanged, and so is the split.
+    let out = up.apply_yaml(&isvc_yaml("iris", &v2, "canaryTrafficPercent: 20", ""));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("unchanged"),
+        "{out:?}"
+    );
+
+    // Promote.
+    assert!(
+        up.apply_yaml(&isvc_yaml("iris", &v2, "", ""))
+            .status
+            .success()
+    );
+    up.wait_until("iris", "promoted", |v| {
+        v.revisions
+            .iter()
+            .any(|r| r.name == "iris-00002" && r.traffic_percent == 100)
+    });
+    let up = restart(up, "KILL");
+    assert_eq!(served_by(up.router).get("iris-00002"), Some(&200));
+
+    // Roll back after the promotion: the previous revision takes all again.
+    let out = up.apply_yaml(&isvc_yaml("iris", &v2, "canaryTrafficPercent: 0", ""));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no new revision"),
+        "{out:?}"
+    );
+    up.wait_until("iris", "rolled back", |v| {
+        v.revisions
+            .iter()
+            .any(|r| r.name == "iris-00001" && r.traffic_percent == 100 && r.ready_replicas > 0)
+    });
+    assert_eq!(served_by(up.router).get("iris-00001"), Some(&200));
+    let table = up.ok(&["get", "isvc"]);
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .expect("row")
+        .split_whitespace()
+        .collect();
+    assert_eq!((row[3], row[4]), ("100", "0"), "{table}");
+    let up = restart(up, "KILL");
+    assert_eq!(served_by(up.router).get("iris-00001"), Some(&200));
+    // The newest stays reachable by its tag.
+    assert_eq!(infer(up.router, Some("latest")).1, "iris-00002");
+}
+
+#[test]
+fn apply_refuses_a_file_with_no_inference_service() {
+    let up = Up::start(&[]);
+    for text in ["", "\n", "# only a comment\n", "---\n"] {
+        let out = up.apply_yaml(text);
+        assert!(!out.status.success(), "{text:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no InferenceService in"), "{text:?}: {err}");
+    }
+    // `up -f` refuses one as well, before starting anything.
+    let empty = up.state_dir().join("empty.yaml");
+    std::fs::write(&empty, "").expect("write");
+    let out = serve::inferd()
+        .args(["up", "--port", "0", "--grpc-port", "0", "--state-dir"])
+        .arg(tempfile::tempdir().expect("tmp").path())
+        .arg("-f")
+        .arg(&empty)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run inferd up");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no InferenceService in"),
+        "{out:?}"
+    );
+    assert!(!up.ok(&["get", "isvc"]).contains("iris"));
+}
+
+/// The `limits (ENFORCER): ...` line a replica's log starts with.
+fn limits_line(up: &Up) -> String {
+    let logs = up.ok(&["logs", "iris"]);
+    logs.lines()
+        .find(|l| l.contains("limits ("))
+        .unwrap_or_else(|| panic!("no limits line in the replica's log:\n{logs}"))
+        .to_owned()
+}
+
+/// A control group file of `pid` in the v1 hierarchy `controller`, or the
+/// v2 one.
+fn cgroup_file(pid: u32, controller: &str, v1: &str, v2: &str) -> String {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+    let v1_path = own.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| format!("/sys/fs/cgroup/{controller}{path}/{v1}"))
+    });
+    let path = v1_path.unwrap_or_else(|| {
+        let path = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("v2 group");
+        format!("/sys/fs/cgroup{path}/{v2}")
+    });
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn resources_are_enforced_on_replicas() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let v1 = iris_copy(dir.path(), "v1");
+    let v2 = iris_copy(dir.path(), "v2");
+    let resources = "resources:\n  cpu: 250m\n  memory: 256Mi";
+    for mode in ["auto", "rlimit"] {
+        let up = Up::start(&["--replica-limits", mode]);
+        assert!(
+            up.apply_yaml(&isvc_yaml("iris", &v1, resources, ""))
+                .status
+                .success()
+        );
+        up.wait_until("iris", "ready", |v| v.ready());
+        assert_eq!(infer(up.router, None).0, 200);
+        let line = limits_line(&up);
+        let pid = up.replica_pids("iris")[0];
+        if line.contains("(cgroup") {
+            assert_eq!(mode, "auto", "{line}");
+            assert_eq!(
+                cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max"),
+                "268435456"
+            );
+            if line.contains("cgroup v1") {
+                assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us", ""), "25000");
+            } else {
+                assert_eq!(cgroup_file(pid, "cpu", "", "cpu.max"), "25000 100000");
+            }
+        } else {
+            assert!(line.contains("(rlimit)"), "{line}");
+            let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+            let data = limits
+                .lines()
+                .find(|l| l.starts_with("Max data size"))
+                .expect("data");
+            assert!(data.contains("268435456"), "{data}");
+        }
+
+        // Too little memory to load the model: the new revision fails with
+        // the reason, and the one before keeps serving.
+        let small = "resources:\n  cpu: 250m\n  memory: 1Mi";
+        assert!(
+            up.apply_yaml(&isvc_yaml("iris", &v2, small, ""))
+                .status
+                .success()
+        );
+        up.wait_until("iris", "the small revision fails", |v| {
+            v.revisions
+                .iter()
+                .any(|r| r.name == "iris-00002" && r.state == "Failed")
+        });
+        for _ in 0..20 {
+            assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
+        }
+    }
+}

@@ -38,6 +38,7 @@ fn spec(id: &str, model: &Path, log_dir: &Path, grpc: bool) -> ReplicaSpec {
         env: vec![("RUST_LOG".into(), "info".into())],
         grpc,
         log_path: log_dir.join(format!("{id}.log")),
+        limits: Default::default(),
     }
 }
 

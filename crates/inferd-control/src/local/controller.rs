@@ -13,6 +13,7 @@ use inferd_storage::{FetchRequest, Storage};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::gpu::Gpus;
+use super::limits::ReplicaLimits;
 use super::store::StateDir;
 use super::supervisor::{Phase, ReplicaHandle, ReplicaSpec};
 use super::view::{self, EventView};
@@ -436,7 +437,7 @@ impl Controller {
                     model: ModelFetch::Fetching,
                     replicas: Vec::new(),
                     scaler: None,
-                    ever_ready: false,
+                    ever_ready: revision.ever_ready,
                     desired: 0,
                     pending: None,
                 },
@@ -532,8 +533,12 @@ impl Controller {
         }
 
         // Plan traffic.
+        // What the pass decided is stored before it is acted on, so a
+        // restart plans the same traffic.
+        let became_ready = service.record.record_ready(&observed);
         let plan = plan_traffic(&service.record, &observed);
-        if service.record.record_rollout(&plan)
+        let rolled_out = service.record.record_rollout(&plan);
+        if (became_ready || rolled_out)
             && let Err(e) = self.state.save_service(&service.record)
         {
             tracing::error!(service = %name, error = %e, "cannot store the service");
@@ -863,6 +868,7 @@ fn replica_spec(
         env,
         grpc: config.grpc_addr.is_some(),
         log_path: log.to_path_buf(),
+        limits: ReplicaLimits::of(template.resources.as_ref()),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod client;
 mod controller;
 pub mod gpu;
+pub mod limits;
 pub mod store;
 pub mod supervisor;
 mod view;
@@ -66,6 +67,8 @@ pub struct LocalConfig {
     pub progress: Option<Arc<dyn Progress>>,
     /// Environment for storage credentials (over the process environment).
     pub storage_env: std::collections::BTreeMap<String, String>,
+    /// How replicas' `resources.cpu` and `resources.memory` are enforced.
+    pub replica_limits: limits::LimitMode,
 }
 
 impl LocalConfig {
@@ -87,6 +90,7 @@ impl LocalConfig {
             router_threads: 1,
             progress: None,
             storage_env: std::collections::BTreeMap::new(),
+            replica_limits: limits::LimitMode::Auto,
         }
     }
 }
@@ -168,6 +172,8 @@ pub enum LocalError {
     /// A spec refused whole; nothing changed.
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Limits(#[from] limits::CgroupError),
     #[error("no InferenceService named {0}")]
     NotFound(String),
     #[error("the control plane has stopped")]
@@ -210,6 +216,11 @@ impl ControlPlane {
         }
         let token = state.token()?;
         let stored = state.load_services()?;
+        // How replicas' CPU and memory are enforced, chosen once.
+        let enforcer = Arc::new(limits::Enforcer::for_this_process(config.replica_limits)?);
+        tracing::info!(enforcer = %enforcer, "replica resource limits");
+        let mut config = config;
+        config.supervisor.enforcer = Arc::clone(&enforcer);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -329,6 +340,7 @@ impl ControlPlane {
             controller
                 .run(commands_rx, activations_rx, shutdown_rx)
                 .await;
+            enforcer.close();
             // Replicas are stopped; now the front doors.
             let _ = serving_tx.send(true);
             let _ = http.await;

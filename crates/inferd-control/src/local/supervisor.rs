@@ -22,6 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +32,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
+
+use super::limits::{Enforcer, ReplicaLimits};
 
 /// Marks the supervisor's own lines in a replica's log, so they are never
 /// taken for the child's output.
@@ -71,6 +74,8 @@ pub struct SupervisorConfig {
     /// After standard input is closed, how long the replica gets to drain
     /// before it is killed.
     pub stop_timeout: Duration,
+    /// How [`ReplicaSpec::limits`] are put on each process.
+    pub enforcer: Arc<Enforcer>,
 }
 
 impl Default for SupervisorConfig {
@@ -86,6 +91,7 @@ impl Default for SupervisorConfig {
             live_probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
             stop_timeout: Duration::from_secs(30),
+            enforcer: Arc::new(Enforcer::Rlimit),
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct ReplicaSpec {
     pub grpc: bool,
     /// The child's stdout and stderr are appended here.
     pub log_path: PathBuf,
+    /// CPU and memory the process may use (`resources`).
+    pub limits: ReplicaLimits,
 }
 
 /// Where a replica is in its life.
@@ -291,6 +299,12 @@ enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot put the resource limits on the process ({enforcer})")]
+    Limits {
+        enforcer: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot start {}", program.display())]
     Spawn {
         program: PathBuf,
@@ -428,7 +442,11 @@ impl Supervisor {
         }
         self.starts = self.starts.saturating_add(1);
         match self.start() {
-            Ok(running) => self.supervise(running).await,
+            Ok(running) => {
+                let ended = self.supervise(running).await;
+                self.config.enforcer.release(&self.spec.id);
+                ended
+            }
             Err(e) => {
                 let message = error_chain(&e);
                 tracing::warn!(error = %message, "replica failed to start");
@@ -462,9 +480,31 @@ impl Supervisor {
         let log = open_log(path).map_err(log_err)?;
         let log_offset = log.metadata().map_err(log_err)?.len();
         let stderr = log.try_clone().map_err(log_err)?;
-        let mut cmd = Command::new(&self.spec.program);
-        cmd.args(&self.spec.args)
-            .arg("--host")
+        self.config
+            .enforcer
+            .prepare(&self.spec.id, &self.spec.limits)
+            .map_err(|source| StartError::Limits {
+                enforcer: self.config.enforcer.to_string(),
+                source,
+            })?;
+        let mut cmd = match self.config.enforcer.launcher(
+            &self.spec.id,
+            &self.spec.limits,
+            &self.spec.program,
+            &self.spec.args,
+        ) {
+            Some((launcher, args)) => {
+                let mut cmd = Command::new(launcher);
+                cmd.args(args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(&self.spec.program);
+                cmd.args(&self.spec.args);
+                cmd
+            }
+        };
+        cmd.arg("--host")
             .arg(host.to_string())
             .arg("--http-port")
             .arg(http.port().to_string())
@@ -486,6 +526,25 @@ impl Supervisor {
         })?;
         let stdin = child.stdin.take();
         let pid = child.id();
+        // The limits before anything else: a replica never runs without
+        // the resources it was given.
+        match pid.map(|pid| {
+            self.config
+                .enforcer
+                .apply(&self.spec.id, pid, &self.spec.limits)
+        }) {
+            Some(Ok(applied)) if !applied.is_empty() => {
+                self.log_line(&format!("limits ({}): {applied}", self.config.enforcer));
+            }
+            Some(Err(source)) => {
+                let _ = child.start_kill();
+                return Err(StartError::Limits {
+                    enforcer: self.config.enforcer.to_string(),
+                    source,
+                });
+            }
+            _ => {}
+        }
         let started_at = SystemTime::now();
         self.log_line(&format!(
             "started pid {}: http {http}, grpc {}",
@@ -1127,6 +1186,7 @@ mod tests {
             env: Vec::new(),
             grpc: false,
             log_path: dir.path().join("logs/missing-1.log"),
+            limits: ReplicaLimits::default(),
         };
         let config = SupervisorConfig {
             backoff_initial: Duration::from_millis(5),
@@ -1170,6 +1230,7 @@ mod tests {
             env: Vec::new(),
             grpc: false,
             log_path: dir.join(format!("{id}.log")),
+            limits: ReplicaLimits::default(),
         }
     }
 

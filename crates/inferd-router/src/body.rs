@@ -1,5 +1,6 @@
-//! Body wrappers: a request body that a retry can send again (the part the
-//! router read, then the client's stream while no attempt has taken it), a
+//! Body wrappers: reading a request body whole before dispatch, a request
+//! body that a retry can send again (the part the router read, then the
+//! client's stream while no attempt has taken it), a
 //! response body that holds the replica's in-flight count until the
 //! response is done, and small bodies the router makes itself.
 
@@ -7,6 +8,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -38,9 +40,9 @@ struct Rest {
 }
 
 /// Holds the client's request body for the attempts that send it. `prefix`
-/// is what the router read of it already (the first gRPC message, or the
-/// whole body up to the retry buffer's bound); every attempt sends it again
-/// before the rest, which only one attempt can stream.
+/// is what the router read of it before dispatch (the whole body, or a
+/// gRPC stream's first message); every attempt sends it again before the
+/// rest, which only one attempt can stream.
 #[derive(Debug, Clone)]
 pub(crate) struct BodySlot {
     prefix: Bytes,
@@ -50,17 +52,15 @@ pub(crate) struct BodySlot {
     hint: SizeHint,
     /// Whether the part read is the whole body.
     end: bool,
-    /// Whether [`BodySlot::fill`] may read on: not for a stream whose
-    /// client waits for answers before it sends more.
-    fill: bool,
 }
 
 impl BodySlot {
-    pub(crate) fn new(body: Incoming) -> Self {
-        Self::with_prefix(Bytes::new(), Some(body))
+    /// A body the router read whole.
+    pub(crate) fn whole(body: Whole) -> Self {
+        Self::build(body.bytes, body.trailers, None)
     }
 
-    /// `rest` is None when the router read the whole body into `prefix`.
+    /// A body the router read the start of; `rest` streams.
     pub(crate) fn with_prefix(prefix: Bytes, rest: Option<Incoming>) -> Self {
         Self::build(prefix, None, rest)
     }
@@ -86,86 +86,12 @@ impl BodySlot {
             })),
             hint: total,
             end,
-            fill: true,
         }
     }
 
-    /// Marks a body that must stream as it comes: [`BodySlot::fill`]
-    /// leaves it alone.
-    pub(crate) fn streaming(mut self) -> Self {
-        self.fill = false;
-        self
-    }
-
-    /// Reads on from the client's stream until it ends or the part read
-    /// holds more than `limit` bytes (by at most one frame), so that a retry
-    /// can send it again after an attempt sent it. A body that announces
-    /// more than `limit` bytes is not read: it streams, as does whatever is
-    /// left past the bound.
-    pub(crate) async fn fill(self, limit: usize) -> Result<Self, hyper::Error> {
-        if !self.fill || self.end || limit == 0 {
-            return Ok(self);
-        }
-        let limit = limit as u64;
-        let mut read = self.prefix.len() as u64;
-        let taken = self
-            .rest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .body
-            .take();
-        let Some(mut body) = taken else {
-            return Ok(self);
-        };
-        if body.size_hint().lower().saturating_add(read) > limit {
-            self.rest
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .body = Some(body);
-            return Ok(self);
-        }
-        let mut chunks = Vec::new();
-        if !self.prefix.is_empty() {
-            chunks.push(self.prefix.clone());
-        }
-        let mut trailers = None;
-        let mut ended = false;
-        while read <= limit {
-            match body.frame().await.transpose()? {
-                None => {
-                    ended = true;
-                    break;
-                }
-                Some(frame) => match frame.into_data() {
-                    Ok(data) => {
-                        read = read.saturating_add(data.len() as u64);
-                        chunks.push(data);
-                    }
-                    Err(frame) => {
-                        // Trailers end a body.
-                        trailers = frame.into_trailers().ok();
-                        ended = true;
-                        break;
-                    }
-                },
-            }
-            if body.is_end_stream() {
-                ended = true;
-                break;
-            }
-        }
-        let prefix = match chunks.len() {
-            0 => Bytes::new(),
-            1 => chunks.swap_remove(0),
-            _ => {
-                let mut joined = BytesMut::with_capacity(usize::try_from(read).unwrap_or(0));
-                for chunk in &chunks {
-                    joined.extend_from_slice(chunk);
-                }
-                joined.freeze()
-            }
-        };
-        Ok(Self::build(prefix, trailers, (!ended).then_some(body)).streaming())
+    /// Bytes the router read of the body (what a held request keeps).
+    pub(crate) fn len(&self) -> usize {
+        self.prefix.len()
     }
 
     /// Hands the body to the next attempt, if none of the client's stream
@@ -199,6 +125,82 @@ impl BodySlot {
             body: None,
         }
     }
+}
+
+/// A request body the router read to its end.
+#[derive(Debug, Default)]
+pub(crate) struct Whole {
+    pub(crate) bytes: Bytes,
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
+/// Why reading a request body failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// It announced (Content-Length), or sent, more than the limit.
+    TooLarge,
+    /// No frame came within the read timeout.
+    Timeout,
+    /// The client's stream broke.
+    Broken(hyper::Error),
+}
+
+/// Reads the rest of `body` after `prefix` (bytes already read of it) to
+/// its end. A body that announces more than `limit` bytes in all is
+/// refused before any of it is read, one that sends more as soon as it
+/// does; `timeout` bounds the wait for each frame, so a client that stops
+/// sending is let go. A body of one frame is not copied.
+pub(crate) async fn read_whole(
+    mut body: Incoming,
+    prefix: Bytes,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Whole, ReadError> {
+    let limit = limit as u64;
+    let mut read = prefix.len() as u64;
+    if body.size_hint().lower().saturating_add(read) > limit {
+        return Err(ReadError::TooLarge);
+    }
+    let mut chunks = Vec::new();
+    if !prefix.is_empty() {
+        chunks.push(prefix);
+    }
+    let mut trailers = None;
+    while !body.is_end_stream() {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(ReadError::Timeout),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(ReadError::Broken)?,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                read = read.saturating_add(data.len() as u64);
+                if read > limit {
+                    return Err(ReadError::TooLarge);
+                }
+                if !data.is_empty() {
+                    chunks.push(data);
+                }
+            }
+            Err(frame) => {
+                // Trailers end a body.
+                trailers = frame.into_trailers().ok();
+                break;
+            }
+        }
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut joined = BytesMut::with_capacity(usize::try_from(read).unwrap_or(0));
+            for chunk in &chunks {
+                joined.extend_from_slice(chunk);
+            }
+            joined.freeze()
+        }
+    };
+    Ok(Whole { bytes, trailers })
 }
 
 /// One attempt's request body.

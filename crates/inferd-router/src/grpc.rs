@@ -5,9 +5,9 @@
 //! To route a call, the router reads its first message (5-byte prefix:
 //! compressed flag and big-endian length), and of it only the model name
 //! field; it never decodes a whole request. A unary call's body is then
-//! read whole, up to the retry buffer's bound, so that a call that a
-//! replica lost before answering can go to another; `ModelStreamInfer`
-//! streams. Errors the router makes itself are trailers-only responses:
+//! read whole before the call takes a replica slot, so that a slow client
+//! holds none and a call that a replica lost before answering can go to
+//! another; `ModelStreamInfer` streams after its first message. Errors the router makes itself are trailers-only responses:
 //! HTTP 200 with `grpc-status` and `grpc-message` in the head.
 
 use bytes::{Bytes, BytesMut};
@@ -17,7 +17,9 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response};
 use tokio::time::Instant;
 
-use crate::body::{BodySlot, Frames, RouterBody, full};
+use std::time::Duration;
+
+use crate::body::{BodySlot, Frames, RouterBody, Whole, full};
 use crate::error::{Failure, GrpcCode};
 use crate::hold::{Dispatched, Trace};
 use crate::proxy::{Router, pin};
@@ -64,25 +66,44 @@ impl Router {
         let streaming = method == STREAM_INFER;
         let pin = pin(req.headers())?;
         let (parts, mut body) = req.into_parts();
-        let (slot, model) = match field {
+        let (first, model) = match field {
             Some(field) => {
-                let first = read_first_message(&mut body, self.max_grpc_message).await?;
+                let first =
+                    read_first_message(&mut body, self.max_grpc_message, self.body_read_timeout)
+                        .await?;
                 let model = match &first.message {
                     Some(message) => string_field(message, field).map_err(Failure::BadMessage)?,
                     None => None,
                 };
-                let rest = (!first.ended).then_some(body);
-                (BodySlot::with_prefix(first.buffered, rest), model)
+                (first, model)
             }
-            None => (BodySlot::new(body), None),
+            None => (FirstMessage::default(), None),
         };
-        // A unary call's body is one message, read whole (up to the retry
-        // buffer's bound) so that a retry can send it again; a stream's
-        // client may wait for answers before it sends more.
-        let slot = if streaming { slot.streaming() } else { slot };
+        let slot = if streaming {
+            // A stream's client may wait for answers before it sends more.
+            BodySlot::with_prefix(first.buffered, (!first.ended).then_some(body))
+        } else {
+            // A unary call's body is one message: read whole before it
+            // takes a slot, so that a slow client holds none and a retry
+            // can send it again.
+            let limit = self.max_grpc_message.saturating_add(PREFIX);
+            let whole = if first.ended {
+                if first.buffered.len() > limit {
+                    return Err(Failure::BodyTooLarge { limit });
+                }
+                Whole {
+                    bytes: first.buffered,
+                    trailers: None,
+                }
+            } else {
+                self.read_body(body, first.buffered, limit).await?
+            };
+            BodySlot::whole(whole)
+        };
+        let body_bytes = slot.len();
         let dispatched = match model.filter(|m| !m.is_empty()) {
             Some(name) => {
-                self.dispatch(&name, pin.as_deref(), Wire::Grpc, trace)
+                self.dispatch(&name, pin.as_deref(), Wire::Grpc, body_bytes, trace)
                     .await?
             }
             None => self.any_replica(trace)?,
@@ -135,7 +156,7 @@ fn model_field(method: &str) -> Option<u64> {
 }
 
 /// What the router read of a request body.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct FirstMessage {
     /// Every byte read, to be sent on before the rest.
     buffered: Bytes,
@@ -145,7 +166,11 @@ struct FirstMessage {
     ended: bool,
 }
 
-async fn read_first_message(body: &mut Incoming, limit: usize) -> Result<FirstMessage, Failure> {
+async fn read_first_message(
+    body: &mut Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<FirstMessage, Failure> {
     let mut buf = BytesMut::new();
     let mut ended = false;
     let mut whole = None;
@@ -167,7 +192,10 @@ async fn read_first_message(body: &mut Incoming, limit: usize) -> Result<FirstMe
         if ended {
             break;
         }
-        match body.frame().await {
+        let frame = tokio::time::timeout(timeout, body.frame())
+            .await
+            .map_err(|_| Failure::BodyTimeout { timeout })?;
+        match frame {
             None => ended = true,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => buf.extend_from_slice(&data),

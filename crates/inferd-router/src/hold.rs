@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::Failure;
 use crate::proxy::Router;
-use crate::stats::{Held, InFlight, RevisionStats};
+use crate::stats::{Bound, Full, Held, InFlight, RevisionStats};
 use crate::table::{NoSlot, RevisionState, Service, Wire};
 
 /// What a request learned about its route, for its answer and metrics.
@@ -70,13 +70,15 @@ pub(crate) struct Dispatched {
 
 impl Router {
     /// Finds a revision of `name` (the one `pin` names, or by weight) and
-    /// a slot on one of its replicas, holding the request until one is
-    /// usable or the service's timeout passes.
+    /// a slot on one of its replicas, holding the request (whose body is
+    /// `body_bytes` long) until one is usable or the service's timeout
+    /// passes.
     pub(crate) async fn dispatch(
         &self,
         name: &str,
         pin: Option<&str>,
         wire: Wire,
+        body_bytes: usize,
         trace: &mut Trace,
     ) -> Result<Dispatched, Failure> {
         let mut held: Option<Held> = None;
@@ -127,14 +129,23 @@ impl Router {
                 Some(h) if Arc::ptr_eq(h.revision(), &revision.stats) => None,
                 Some(h) => Some(h.move_to(&revision.stats)),
                 None => {
-                    let Some((h, first)) =
-                        Held::enter(&service.stats, &revision.stats, self.max_held)
-                    else {
-                        return Err(Failure::HeldQueueFull {
-                            service: name.to_owned(),
-                            max: self.max_held,
-                        });
+                    let bound = Bound {
+                        requests: self.max_held,
+                        bytes: self.max_held_bytes,
                     };
+                    let (h, first) =
+                        Held::enter(&service.stats, &revision.stats, bound, body_bytes).map_err(
+                            |full| match full {
+                                Full::Requests => Failure::HeldQueueFull {
+                                    service: name.to_owned(),
+                                    max: self.max_held,
+                                },
+                                Full::Bytes => Failure::HeldBytesFull {
+                                    service: name.to_owned(),
+                                    max: self.max_held_bytes,
+                                },
+                            },
+                        )?;
                     held = Some(h);
                     Some(first)
                 }

@@ -9,24 +9,29 @@
 //! metadata), by name or by the tags `latest` and `prev`; then a replica by
 //! power of two choices on requests in flight, among those under the
 //! revision's `container_concurrency`. Responses stream, gRPC trailers
-//! included; request bodies stream past a bound.
+//! included.
+//!
+//! A request's body is read whole before the request looks for a replica
+//! slot (gRPC: a unary call's; a `ModelStreamInfer` stream's first
+//! message), so a client still sending holds no slot and counts as no load:
+//! a body over [`RouterConfig::max_body_bytes`] gets a 413 (at once when
+//! its `Content-Length` says so), and one of which no part comes for
+//! [`RouterConfig::body_read_timeout`] a 408.
 //!
 //! Inference requests are idempotent, so a request whose replica fails at
 //! the transport level before the response head (connection refused,
 //! reset or closed, the HTTP/1 response cut short, the HTTP/2 stream reset)
 //! is retried once on another replica of the same revision, chosen the
 //! same way, if one has a free slot; otherwise the client gets 502 (gRPC:
-//! UNAVAILABLE). So that a retry can send the body again, the router reads
-//! request bodies up to [`RouterConfig::retry_buffer_bytes`] whole before
-//! sending them (gRPC: unary calls, whose first message it reads anyway to
-//! route them); a longer body streams, and is retried only while none of
-//! it past the part read was sent. A response head, an error status
-//! included, is never retried, nor is a request past its service's
+//! UNAVAILABLE), with the body read before; a stream is retried only while
+//! none of it past its first message was sent. A response head, an error
+//! status included, is never retried, nor is a request past its service's
 //! timeout.
 //!
 //! A request that finds no usable replica (its revision is activating from
 //! zero, or every replica is at its limit) is held until one is, within the
-//! service's timeout and a bound on held requests per service; the
+//! service's timeout and bounds on held requests and their bodies' bytes
+//! per service (past them: 429 with `Retry-After`); the
 //! activation hook tells the control plane at once when requests wait on a
 //! revision with no replica. [`Router::concurrency`] reports requests in
 //! flight and held and requests routed, per revision, for the autoscaler

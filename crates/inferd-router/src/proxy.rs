@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request;
@@ -16,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use crate::body::{BodySlot, Counted, LazyBody, RouterBody, full};
+use crate::body::{BodySlot, Counted, LazyBody, ReadError, RouterBody, Whole, full, read_whole};
 use crate::error::Failure;
 use crate::hold::{Dispatched, Trace};
 use crate::metrics::Metrics;
@@ -47,17 +48,29 @@ pub struct RouterConfig {
     /// How long an idle pooled connection to a replica is kept.
     pub pool_idle_timeout: Duration,
     /// Requests one service may hold waiting for a usable replica; the
-    /// next one gets a 503 (gRPC: UNAVAILABLE).
+    /// next one gets a 429 with `Retry-After` (gRPC: RESOURCE_EXHAUSTED).
     pub max_held_requests: usize,
+    /// Bytes of request bodies one service may hold waiting for a usable
+    /// replica; a request whose body would pass it is refused like one
+    /// over [`RouterConfig::max_held_requests`].
+    pub max_held_body_bytes: usize,
     /// Largest first gRPC message the router reads to find the model name;
-    /// a larger one gets RESOURCE_EXHAUSTED.
+    /// a larger one gets RESOURCE_EXHAUSTED. A unary call is read whole,
+    /// up to this bound, before it is dispatched.
     pub max_grpc_message_bytes: usize,
-    /// Largest request body the router reads whole before sending it, so
-    /// that it can send it again to another replica when the first fails
-    /// before its response head; 0 reads none. A longer body streams, and
-    /// is retried only while none of it past the part read was sent. Costs
-    /// up to this much memory per request in flight.
-    pub retry_buffer_bytes: usize,
+    /// Largest HTTP request body the router takes: one that announces more
+    /// (Content-Length) gets a 413 before any of it is read, one that sends
+    /// more gets a 413 as soon as it does. The router reads every HTTP
+    /// body whole before it takes a replica slot, so that a slow client
+    /// holds no slot and counts as no load, and so that a request lost by a
+    /// replica can go to another with the same body; this costs up to this
+    /// much memory per request being read or in flight. `inferd up` sets
+    /// it to the replicas' `--max-body-bytes`.
+    pub max_body_bytes: usize,
+    /// Longest wait for the next part of a request body (or of a gRPC
+    /// call's first message) before the router gives up on it with a 408
+    /// (gRPC: DEADLINE_EXCEEDED) and closes the connection.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for RouterConfig {
@@ -68,8 +81,10 @@ impl Default for RouterConfig {
             connect_timeout: Duration::from_secs(5),
             pool_idle_timeout: Duration::from_secs(90),
             max_held_requests: 1000,
+            max_held_body_bytes: 256 << 20,
             max_grpc_message_bytes: 64 << 20,
-            retry_buffer_bytes: 1 << 20,
+            max_body_bytes: 64 << 20,
+            body_read_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -128,8 +143,10 @@ pub struct Router {
     pub(crate) rng: Rng,
     hook: RwLock<Hook>,
     pub(crate) max_held: usize,
+    pub(crate) max_held_bytes: usize,
     pub(crate) max_grpc_message: usize,
-    retry_buffer: usize,
+    max_body: usize,
+    pub(crate) body_read_timeout: Duration,
 }
 
 impl Router {
@@ -156,8 +173,10 @@ impl Router {
             rng: Rng::new(config.seed),
             hook: RwLock::new(Hook::default()),
             max_held: config.max_held_requests,
+            max_held_bytes: config.max_held_body_bytes,
             max_grpc_message: config.max_grpc_message_bytes,
-            retry_buffer: config.retry_buffer_bytes,
+            max_body: config.max_body_bytes,
+            body_read_timeout: config.body_read_timeout,
         })
     }
 
@@ -278,12 +297,41 @@ impl Router {
             .ok_or(Failure::NoModel)?
             .to_owned();
         let pin = pin(req.headers())?;
-        let dispatched = self
-            .dispatch(&name, pin.as_deref(), Wire::Http, trace)
-            .await?;
         let (parts, body) = req.into_parts();
-        self.forward_until(parts, BodySlot::new(body), Wire::Http, dispatched, trace)
+        // The whole body first: a request holds no slot and counts as no
+        // load while its client is still sending.
+        let body = match self.read_body(body, Bytes::new(), self.max_body).await {
+            Ok(body) => body,
+            Err(failure) => {
+                // Counted under the service, when the table knows it.
+                trace.service = self.routes().services.get(&name).cloned();
+                return Err(failure);
+            }
+        };
+        let dispatched = self
+            .dispatch(&name, pin.as_deref(), Wire::Http, body.bytes.len(), trace)
+            .await?;
+        self.forward_until(parts, BodySlot::whole(body), Wire::Http, dispatched, trace)
             .await
+    }
+
+    /// [`read_whole`] with the router's read timeout, its errors as the
+    /// client's failures.
+    pub(crate) async fn read_body(
+        &self,
+        body: Incoming,
+        prefix: Bytes,
+        limit: usize,
+    ) -> Result<Whole, Failure> {
+        read_whole(body, prefix, limit, self.body_read_timeout)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => Failure::BodyTooLarge { limit },
+                ReadError::Timeout => Failure::BodyTimeout {
+                    timeout: self.body_read_timeout,
+                },
+                ReadError::Broken(e) => Failure::RequestBody(e),
+            })
     }
 
     /// [`Router::forward`] bounded by the request's deadline (reading the
@@ -309,10 +357,10 @@ impl Router {
         }
     }
 
-    /// Reads the body up to the retry buffer's bound, then sends the
-    /// request on its slot's replica; when that fails at the transport
-    /// level before the response head, once more to another replica of the
-    /// revision that has a free slot, if the body can be sent again.
+    /// Sends the request on its slot's replica; when that fails at the
+    /// transport level before the response head, once more to another
+    /// replica of the revision that has a free slot, if the body can be
+    /// sent again.
     async fn forward(
         &self,
         parts: request::Parts,
@@ -326,10 +374,6 @@ impl Router {
             slot: mut in_flight,
         } = dispatched;
         let revision = &service.revisions[revision];
-        let slot = slot
-            .fill(self.retry_buffer)
-            .await
-            .map_err(Failure::RequestBody)?;
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
         headers.remove(REVISION_HEADER);
@@ -411,6 +455,8 @@ impl Router {
                 response
             }
             Err(failure) => {
+                let retry_after = failure.retry_after();
+                let close = failure.closes_connection();
                 if failure.is_rejection() {
                     self.metrics.rejected(service, failure.kind());
                     tracing::debug!(%service, kind = failure.kind(), error = %failure, "request refused");
@@ -421,8 +467,15 @@ impl Router {
                     Wire::Http => error(failure.status(), &failure.to_string()),
                     Wire::Grpc => crate::grpc::status(failure.grpc_code(), &failure.to_string()),
                 };
+                let headers = response.headers_mut();
                 if let Some(value) = revision_value {
-                    response.headers_mut().insert(REVISION_HEADER, value);
+                    headers.insert(REVISION_HEADER, value);
+                }
+                if let Some(seconds) = retry_after {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                if close && wire == Wire::Http {
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 response
             }

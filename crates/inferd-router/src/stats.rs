@@ -55,11 +55,18 @@ pub(crate) struct ServiceStats {
     /// Requests waiting for a replica; also the
     /// `inferd_router_held_requests` gauge.
     held: Gauge,
+    /// The bytes of their bodies.
+    held_bytes: AtomicUsize,
 }
 
 impl ServiceStats {
     pub(crate) fn held(&self) -> usize {
         usize::try_from(self.held.get()).unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -99,6 +106,7 @@ impl Stats {
         let entry = self.services.entry(service.to_owned()).or_insert_with(|| {
             Arc::new(ServiceStats {
                 held: metrics.held(service),
+                held_bytes: AtomicUsize::new(0),
             })
         });
         Arc::clone(entry)
@@ -153,33 +161,58 @@ impl Drop for InFlight {
     }
 }
 
-/// One request waiting for a replica; counted on its service (against the
-/// service's bound) and on the revision it waits on, until dropped.
+/// How much one service may hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bound {
+    pub(crate) requests: usize,
+    /// The bytes of the held requests' bodies.
+    pub(crate) bytes: usize,
+}
+
+/// Which bound a request would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    Requests,
+    Bytes,
+}
+
+/// One request waiting for a replica; counted (with its body's bytes) on
+/// its service, against the service's bounds, and on the revision it
+/// waits on, until dropped.
 #[derive(Debug)]
 pub(crate) struct Held {
     service: Arc<ServiceStats>,
     revision: Arc<RevisionStats>,
+    bytes: usize,
 }
 
 impl Held {
-    /// Counts a new held request, or returns None when `max` are already
-    /// held on the service.
+    /// Counts a new held request whose body is `bytes` long, or says which
+    /// of `bound` it would pass.
     pub(crate) fn enter(
         service: &Arc<ServiceStats>,
         revision: &Arc<RevisionStats>,
-        max: usize,
-    ) -> Option<(Self, bool)> {
+        bound: Bound,
+        bytes: usize,
+    ) -> Result<(Self, bool), Full> {
         let before = usize::try_from(service.held.inc()).unwrap_or(0);
-        if before >= max {
+        if before >= bound.requests {
             service.held.dec();
-            return None;
+            return Err(Full::Requests);
+        }
+        let before = service.held_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if before.saturating_add(bytes) > bound.bytes {
+            service.held_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            service.held.dec();
+            return Err(Full::Bytes);
         }
         let first = revision.held.fetch_add(1, Ordering::SeqCst) == 0;
         let held = Self {
             service: Arc::clone(service),
             revision: Arc::clone(revision),
+            bytes,
         };
-        Some((held, first))
+        Ok((held, first))
     }
 
     pub(crate) fn revision(&self) -> &Arc<RevisionStats> {
@@ -199,6 +232,9 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.revision.held.fetch_sub(1, Ordering::SeqCst);
+        self.service
+            .held_bytes
+            .fetch_sub(self.bytes, Ordering::SeqCst);
         self.service.held.dec();
     }
 }
@@ -216,20 +252,34 @@ mod tests {
             stats.revision("m", "a", &metrics),
             stats.revision("m", "b", &metrics),
         );
-        let Some((mut first, was_first)) = Held::enter(&service, &a, 2) else {
+        let bound = Bound {
+            requests: 2,
+            bytes: 100,
+        };
+        let Ok((mut first, was_first)) = Held::enter(&service, &a, bound, 60) else {
             panic!("refused under the bound");
         };
         assert!(was_first);
-        let Some((second, was_first)) = Held::enter(&service, &a, 2) else {
+        // 60 + 50 bytes would pass the bound of 100; nothing is counted.
+        assert_eq!(
+            Held::enter(&service, &a, bound, 50).err(),
+            Some(Full::Bytes)
+        );
+        assert_eq!((service.held(), service.held_bytes()), (1, 60));
+        let Ok((second, was_first)) = Held::enter(&service, &a, bound, 40) else {
             panic!("refused under the bound");
         };
         assert!(!was_first);
-        assert!(Held::enter(&service, &b, 2).is_none());
+        assert_eq!(
+            Held::enter(&service, &b, bound, 0).err(),
+            Some(Full::Requests)
+        );
         assert_eq!((service.held(), a.held(), b.held()), (2, 2, 0));
         assert!(first.move_to(&b));
         assert_eq!((service.held(), a.held(), b.held()), (2, 1, 1));
         drop((first, second));
         assert_eq!((service.held(), a.held(), b.held()), (0, 0, 0));
+        assert_eq!(service.held_bytes(), 0);
         // The same pair gets the same counts back.
         assert!(Arc::ptr_eq(&a, &stats.revision("m", "a", &metrics)));
         assert!(stats.find("m", "c").is_none());

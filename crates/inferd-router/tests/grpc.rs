@@ -379,6 +379,17 @@ async fn the_router_answers_liveness_readiness_and_its_own_errors() {
     huge.extend_from_slice(&[0; 16]);
     let too_large = call(&client, addr, "ModelInfer", Bytes::from(huge), None).await;
     own_error(&too_large, 8);
+    // 100 MB announced: RESOURCE_EXHAUSTED from the length prefix alone.
+    let mut announced = vec![0];
+    announced.extend_from_slice(&100_000_000u32.to_be_bytes());
+    announced.extend_from_slice(&[0; 16]);
+    let announced = call(&client, addr, "ModelInfer", Bytes::from(announced), None).await;
+    own_error(&announced, 8);
+    // A unary call is one message: more after it, past the limit, too.
+    let mut trailing = frame(&named(1, "iris")).to_vec();
+    trailing.extend_from_slice(&frame(&[0; 1020]));
+    let trailing = call(&client, addr, "ModelInfer", Bytes::from(trailing), None).await;
+    own_error(&trailing, 8);
     let truncated = call(
         &client,
         addr,

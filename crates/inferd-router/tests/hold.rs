@@ -6,7 +6,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{INFER, backend, client, config, eventually, get, router, router_with, send, service};
+use bytes::Bytes;
+use common::{
+    INFER, backend, client, config, eventually, get, router, router_with, send, send_body, service,
+};
 use hyper::StatusCode;
 use inferd_router::{RevisionRoute, RevisionState, RouteTable, Router, RouterConfig};
 use tokio::sync::watch;
@@ -145,7 +148,7 @@ async fn a_held_request_times_out_with_504() {
 }
 
 #[tokio::test]
-async fn a_full_hold_queue_answers_503() {
+async fn a_full_hold_queue_answers_429_with_retry_after() {
     let config = RouterConfig {
         max_held_requests: 2,
         ..config(14)
@@ -161,7 +164,8 @@ async fn a_full_hold_queue_answers_503() {
         .collect();
     eventually("two requests held", || router.held_requests("iris") == 2).await;
     let refused = send(&client, addr, INFER, None).await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
     assert!(
         refused.error().contains("2 requests already wait"),
         "{}",
@@ -182,6 +186,77 @@ async fn a_full_hold_queue_answers_503() {
     assert!(
         metrics
             .contains(r#"inferd_router_rejected_total{service="iris",reason="held_queue_full"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_revision_at_its_concurrency_with_a_full_hold_queue_answers_429() {
+    // One replica slot, taken; room to hold two requests and 10 body bytes.
+    let (gate, gated) = watch::channel(false);
+    let b = backend("b", Some(gated)).await;
+    let table = RouteTable::new().with_service(
+        "iris",
+        service(vec![
+            RevisionRoute::new("r1", 100, vec![b.replica()]).with_container_concurrency(1),
+        ]),
+    );
+    let config = RouterConfig {
+        max_held_requests: 2,
+        max_held_body_bytes: 10,
+        ..config(15)
+    };
+    let (router, addr) = router_with(&table, &config).await;
+    let client = client();
+    let spawn = |body: &'static [u8]| {
+        let client = client.clone();
+        tokio::spawn(async move { send_body(&client, addr, INFER, Bytes::from_static(body)).await })
+    };
+    let first = spawn(b"payload");
+    eventually("one request on the replica", || {
+        concurrency(&router, "r1").in_flight == 1
+    })
+    .await;
+    let held = spawn(b"payload");
+    eventually("one request held", || router.held_requests("iris") == 1).await;
+    // 7 + 7 held body bytes would pass 10.
+    let refused = send_body(&client, addr, INFER, Bytes::from_static(b"payload")).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    assert!(
+        refused.error().contains("would pass 10 bytes"),
+        "{}",
+        refused.body
+    );
+    // An empty body fits the bytes, and takes the last place.
+    let empty = spawn(b"");
+    eventually("two requests held", || router.held_requests("iris") == 2).await;
+    let refused = send_body(&client, addr, INFER, Bytes::new()).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    assert!(
+        refused.error().contains("2 requests already wait"),
+        "{}",
+        refused.body
+    );
+    // The refusals did not count as load.
+    assert_eq!(
+        (
+            concurrency(&router, "r1").in_flight,
+            router.held_requests("iris")
+        ),
+        (1, 2)
+    );
+
+    gate.send_replace(true);
+    for task in [first, held, empty] {
+        assert_eq!(task.await.expect("request task").status, StatusCode::OK);
+    }
+    assert_eq!(b.hits(), 3);
+    let metrics = get(&client, addr, "/metrics").await.body;
+    assert!(
+        metrics
+            .contains(r#"inferd_router_rejected_total{service="iris",reason="held_queue_full"} 2"#),
         "{metrics}"
     );
 }

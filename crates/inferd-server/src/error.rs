@@ -19,6 +19,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("no part of the request body came for {} ms", .0.as_millis())]
+    BodyTimeout(std::time::Duration),
     #[error("model '{0}' is not ready: it is still loading")]
     ModelLoading(String),
     #[error("model '{0}' is not ready: it failed to load: {1}")]
@@ -45,6 +47,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::ModelLoading(_) | ApiError::ModelFailed(..) | ApiError::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -81,13 +84,21 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
         let mut response = json_response(status, inferd_protocol::error_body(&self.to_string()));
-        if let ApiError::Overloaded {
-            retry_after_secs, ..
-        } = self
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        match self {
+            ApiError::Overloaded {
+                retry_after_secs, ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            // Part of the body is left unread: the connection cannot go on.
+            ApiError::PayloadTooLarge(_) | ApiError::BodyTimeout(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

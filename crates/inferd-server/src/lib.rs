@@ -38,6 +38,10 @@ pub use metrics::Metrics;
 pub use registry::{ModelSource, ModelState, Registry, RegistryError};
 pub use repository::{ModelControl, Repository};
 
+/// How long a client may leave a request body unfinished without sending
+/// any of it, by default.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What `serve` needs to know besides the models.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -46,6 +50,8 @@ pub struct ServerConfig {
     pub grpc_addr: Option<SocketAddr>,
     /// Bodies larger than this are refused with 413.
     pub max_body_bytes: usize,
+    /// Longest wait for the next part of a request body; longer: 408.
+    pub body_read_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
     /// Queueing, batching and instance defaults for every model.
@@ -81,6 +87,7 @@ impl Default for ServerConfig {
             max_tensor_elements: 64 * 1024 * 1024,
             max_concurrent_streams: 128,
             max_body_bytes: 64 * 1024 * 1024,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             drain_timeout: Duration::from_secs(30),
             serving: model_config::Defaults::default(),
             model_control: ModelControl::None,
@@ -117,6 +124,8 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// Longest wait for the next part of a request body; longer: 408.
+    pub body_read_timeout: Duration,
     /// Required bearer tokens (empty: none required).
     pub tokens: Tokens,
     /// Where models come from and how the served set may change.
@@ -133,6 +142,7 @@ impl AppState {
             registry,
             metrics: Metrics::new(),
             max_body_bytes,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             tokens: Tokens::default(),
             repository: Repository::new(
                 ModelControl::None,
@@ -236,6 +246,7 @@ impl Server {
         };
         let mut state = AppState::new(Registry::with_planned(&planned), config.max_body_bytes);
         state.tokens = config.tokens.clone();
+        state.body_read_timeout = config.body_read_timeout;
         state.max_tensor_elements = config.max_tensor_elements;
         state.repository = repository;
         for (name, why) in unplannable {

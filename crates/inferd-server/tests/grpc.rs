@@ -855,8 +855,9 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
                     ..Default::default()
                 });
             }),
-            // tonic refuses it before decoding.
-            Code::OutOfRange,
+            // Refused before decoding, with gRPC's code for a message over
+            // the limit (the router's too).
+            Code::ResourceExhausted,
             "message length too large",
         ),
     ];
@@ -1523,5 +1524,45 @@ async fn the_model_repository_over_grpc() {
             .await,
         Code::NotFound,
         "unknown model",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_message_is_resource_exhausted_from_its_length_prefix() {
+    // A ModelInfer call that announces 100 MB (over the 64 MiB default) and
+    // sends a few bytes of it: refused from the prefix, as the router does.
+    let s = start(vec![named("iris", "examples/models/iris/model.onnx")]);
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let mut message = vec![0];
+    message.extend_from_slice(&100_000_000u32.to_be_bytes());
+    message.extend_from_slice(&[0; 64]);
+    let request = hyper::Request::post(format!(
+        "http://{}/inference.GRPCInferenceService/ModelInfer",
+        s.grpc()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(Bytes::from(message)))
+    .expect("request");
+    let response = http.request(request).await.expect("an answer");
+    let (parts, body) = response.into_parts();
+    let trailers = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("body")
+        .trailers()
+        .cloned();
+    let status = parts
+        .headers
+        .get("grpc-status")
+        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(
+        status.as_deref(),
+        Some("8"),
+        "{:?} {trailers:?}",
+        parts.headers
     );
 }

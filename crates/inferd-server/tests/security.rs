@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{get, post, send_raw};
+use http::{get, post, read_reply, send_raw};
 use http_body_util::{BodyExt, Full};
 use inferd_server::tls::TlsFiles;
 use inferd_server::{Server, ServerConfig};
@@ -257,4 +257,59 @@ fn limits_refuse_with_clear_errors_and_are_counted() {
     ] {
         assert!(metrics.contains(line), "missing {line}");
     }
+}
+
+#[test]
+fn unfinished_and_oversized_bodies_get_408_and_413() {
+    let s = TestServer::start_with(
+        vec![named("iris", "examples/models/iris/model.onnx")],
+        |c| {
+            c.max_body_bytes = 1024;
+            c.body_read_timeout = std::time::Duration::from_millis(300);
+        },
+    );
+    let head = |headers: &str| {
+        format!("POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes()
+    };
+    let open = |raw: &[u8]| {
+        let mut tcp = TcpStream::connect(s.addr).expect("connect");
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        tcp.write_all(raw).expect("write");
+        tcp
+    };
+    // Bodies that stop coming, announced or chunked: the server is not
+    // stalled by them, and lets each go with a 408 that closes it.
+    let mut unfinished = head("Content-Length: 1000\r\n");
+    unfinished.push(b'{');
+    let mut slow: Vec<TcpStream> = (0..20).map(|_| open(&unfinished)).collect();
+    let mut in_chunk = head("Transfer-Encoding: chunked\r\n");
+    in_chunk.extend_from_slice(b"10\r\n{\"inputs\"");
+    slow.push(open(&in_chunk));
+    assert_eq!(post(s.addr, "/v2/models/iris/infer", IRIS_ROW).status, 200);
+    for tcp in &mut slow {
+        let r = read_reply(tcp);
+        assert_eq!(r.status, 408, "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(
+            r.text()
+                .contains("no part of the request body came for 300 ms")
+        );
+    }
+    // Over the limit: announced, refused before any of it is sent; a chunk
+    // that declares 2^64 - 1 bytes, as soon as more than the limit came.
+    let mut declared = open(&head("Content-Length: 1025\r\n"));
+    let r = read_reply(&mut declared);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("connection"), Some("close"));
+    let mut huge = head("Transfer-Encoding: chunked\r\n");
+    huge.extend_from_slice(b"ffffffffffffffff\r\n");
+    huge.extend_from_slice(&[b' '; 2048]);
+    let r = read_reply(&mut open(&huge));
+    assert_eq!(r.status, 413, "{}", r.text());
+    // A chunk that declares 2^64 - 1 bytes and stops: 408.
+    let mut stalled = head("Transfer-Encoding: chunked\r\n");
+    stalled.extend_from_slice(b"ffffffffffffffff\r\n{");
+    assert_eq!(read_reply(&mut open(&stalled)).status, 408);
+    assert_eq!(post(s.addr, "/v2/models/iris/infer", IRIS_ROW).status, 200);
 }

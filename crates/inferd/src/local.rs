@@ -60,6 +60,17 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "INFERD_ROUTER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     router_threads: u16,
 
+    /// Largest request body the router and every replica take (the
+    /// replicas' `--max-body-bytes`); larger ones get 413 from the router,
+    /// at once when Content-Length announces it.
+    #[arg(long, env = "INFERD_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_body_bytes: usize,
+
+    /// Longest wait for the next part of a request body, in the router and
+    /// every replica (`--body-read-timeout`); longer: 408.
+    #[arg(long, env = "INFERD_BODY_READ_TIMEOUT", default_value = "5s", value_parser = crate::parse_positive_duration)]
+    body_read_timeout: Duration,
+
     /// The admin API's port on loopback (0: any free one).
     #[arg(long, env = "INFERD_ADMIN_PORT", default_value_t = 0)]
     admin_port: u16,
@@ -228,6 +239,9 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.router_addr = SocketAddr::new(args.host, args.port);
     config.grpc_addr = args.grpc_port.0.map(|p| SocketAddr::new(args.host, p));
     config.router_threads = usize::from(args.router_threads);
+    config.router.max_body_bytes = args.max_body_bytes;
+    config.router.max_grpc_message_bytes = args.max_body_bytes;
+    config.router.body_read_timeout = args.body_read_timeout;
     config.admin_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.admin_port);
     config.gpus = args.gpus.clone();
     config.tick = args.autoscaler_tick.max(Duration::from_millis(10));

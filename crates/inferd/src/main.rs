@@ -309,9 +309,15 @@ struct ServeArgs {
     #[arg(long, env = "INFERD_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_streams: u32,
 
-    /// Largest request body accepted; larger ones get 413.
+    /// Largest request body accepted; larger ones get 413 (at once when
+    /// Content-Length announces it).
     #[arg(long, env = "INFERD_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_body_bytes: usize,
+
+    /// Longest wait for the next part of a request body; a client that
+    /// sends none for this long gets 408 and its connection closes.
+    #[arg(long, env = "INFERD_BODY_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    body_read_timeout: Duration,
 
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "INFERD_DRAIN_TIMEOUT", default_value_t = 30.0)]
@@ -419,6 +425,14 @@ fn parse_grpc_port(s: &str) -> Result<GrpcPort, String> {
     s.parse()
         .map(|p| GrpcPort(Some(p)))
         .map_err(|_| format!("'{s}' is neither a port (0-65535) nor `off`"))
+}
+
+/// A duration (`5s`, `500ms`, ...) that is not zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match inferd_bench::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("'{s}' is zero; it must be longer")),
+        d => Ok(d),
+    }
 }
 
 fn main() -> ExitCode {
@@ -575,6 +589,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .0
             .map(|port| SocketAddr::new(args.host, port)),
         max_body_bytes: args.max_body_bytes,
+        body_read_timeout: args.body_read_timeout,
         drain_timeout: Duration::from_secs_f64(args.drain_timeout),
         serving: inferd_server::model_config::Defaults {
             max_batch_size: args.max_batch_size,

@@ -879,4 +879,70 @@ fn resources_are_enforced_on_replicas() {
             assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
         }
     }
+
+#[test]
+fn the_router_refuses_hostile_bodies_itself_with_the_replicas_limits() {
+    let up = Up::start(&[
+        "-f",
+        repo("examples/iris.yaml").to_str().expect("utf-8"),
+        "--max-body-bytes",
+        "2048",
+        "--body-read-timeout",
+        "500ms",
+    ]);
+    let reply = http::post(up.router, INFER, &iris_request());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Every replica was given the router's limits.
+    let pids = up.replica_pids("iris");
+    assert!(!pids.is_empty());
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        for (flag, value) in [
+            ("--max-body-bytes", "2048"),
+            ("--body-read-timeout", "500ms"),
+        ] {
+            assert!(
+                args.windows(2).any(|w| w[0] == flag && w[1] == value),
+                "{flag} {value} not in {args:?}"
+            );
+        }
+    }
+    // A body over the limit: 413 from the router every time, never a
+    // replica failure or a retry.
+    let big = vec![b' '; 4096];
+    for i in 0..10 {
+        let reply = http::request(up.router, "POST", INFER, &big);
+        assert_eq!(reply.status, 413, "{i}: {}", reply.text());
+    }
+    let metrics = http::get(up.router, "/metrics").text();
+    for line in [
+        r#"inferd_router_rejected_total{service="iris",reason="body_too_large"} 10"#,
+        r#"inferd_router_retries_total{service="iris",revision="iris-00001"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+    assert!(!metrics.contains(r#"code="502""#), "{metrics}");
+    // Bodies that stop coming: a good request is served meanwhile, and
+    // each gets 408 from the router.
+    let mut slow: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(up.router).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            let head =
+                format!("POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{");
+            std::io::Write::write_all(&mut tcp, head.as_bytes()).expect("write");
+            tcp
+        })
+        .collect();
+    let reply = http::post(up.router, INFER, &iris_request());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for tcp in &mut slow {
+        let reply = http::read_reply(tcp);
+        assert_eq!(reply.status, 408, "{}", reply.text());
+    }
 }

@@ -835,6 +835,11 @@ fn replica_spec(
     let mut model = OsString::from(format!("{service}="));
     model.push(model_path.as_os_str());
     args.push(model);
+    // The router's body limits, so that it refuses what a replica would.
+    args.push("--max-body-bytes".into());
+    args.push(config.router.max_body_bytes.to_string().into());
+    args.push("--body-read-timeout".into());
+    args.push(format!("{}ms", config.router.body_read_timeout.as_millis().max(1)).into());
     if let Some(b) = &template.batching {
         args.push("--max-batch-size".into());
         args.push(b.max_batch_size.to_string().into());

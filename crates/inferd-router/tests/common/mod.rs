@@ -237,6 +237,8 @@ pub fn client() -> HttpClient {
 pub struct Answer {
     pub status: StatusCode,
     pub revision: Option<String>,
+    /// The `Retry-After` header.
+    pub retry_after: Option<String>,
     pub body: String,
 }
 
@@ -339,6 +341,11 @@ async fn answer(response: Response<Incoming>) -> Answer {
         .get(REVISION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let retry_after = response
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = response
         .into_body()
         .collect()
@@ -348,6 +355,7 @@ async fn answer(response: Response<Incoming>) -> Answer {
     Answer {
         status,
         revision,
+        retry_after,
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }

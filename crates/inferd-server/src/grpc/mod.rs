@@ -53,8 +53,10 @@ pub struct InferenceService {
     state: Arc<AppState>,
 }
 
-/// What [`service`] returns: the generated server behind [`Arrival`].
-pub type Service = InterceptedService<GrpcInferenceServiceServer<InferenceService>, Arrival>;
+/// What [`service`] returns: the generated server behind [`Arrival`],
+/// behind [`OverLimit`].
+pub type Service =
+    OverLimit<InterceptedService<GrpcInferenceServiceServer<InferenceService>, Arrival>>;
 
 /// The tonic service answering `inference.GRPCInferenceService`, taking
 /// messages up to the state's `max_body_bytes`.
@@ -65,7 +67,54 @@ pub fn service(state: Arc<AppState>) -> Service {
     })
     .max_decoding_message_size(limit)
     .max_encoding_message_size(usize::MAX);
-    InterceptedService::new(server, Arrival { state })
+    OverLimit(InterceptedService::new(server, Arrival { state }))
+}
+
+/// Answers a request message over the size limit with RESOURCE_EXHAUSTED,
+/// gRPC's code for it (and the router's), where tonic's decoder says
+/// OUT_OF_RANGE. tonic refuses such a message from its length prefix,
+/// before reading it, in a trailers-only response; the server itself never
+/// answers OUT_OF_RANGE, so that code in a response head is always this.
+#[derive(Debug, Clone)]
+pub struct OverLimit<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for OverLimit<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tonic::codegen::Service<axum::http::Request<B>> for OverLimit<S>
+where
+    S: tonic::codegen::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let headers = response.headers_mut();
+            // 11: OUT_OF_RANGE.
+            if headers
+                .get("grpc-status")
+                .is_some_and(|v| v.as_bytes() == b"11")
+            {
+                let exhausted = Code::ResourceExhausted as i32;
+                headers.insert("grpc-status", axum::http::HeaderValue::from(exhausted));
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// Runs when a call's headers arrive, before its message is read: notes the

@@ -6,7 +6,7 @@ mod v1;
 mod v2;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Request};
@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
@@ -92,8 +92,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
 }
 
 /// Reads a request body, refusing (413) anything over the limit before
-/// buffering it when Content-Length says so, and while reading otherwise.
-pub(crate) async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// reading any of it when Content-Length says so, and as soon as more
+/// arrived otherwise; a client that sends no part of it for `timeout` gets
+/// a 408 (and its connection closes: the rest is left unread).
+pub(crate) async fn read_body(
+    request: Request,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -102,15 +108,42 @@ pub(crate) async fn read_body(request: Request, limit: usize) -> Result<Bytes, A
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    match Limited::new(request.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::PayloadTooLarge(limit))
+    let mut body = request.into_body();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read = 0usize;
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(ApiError::BodyTimeout(timeout)),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "could not read the request body: {e}"
+                )));
+            }
+        };
+        // Trailers carry nothing a handler reads.
+        if let Ok(data) = frame.into_data() {
+            read = read.saturating_add(data.len());
+            if read > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            if !data.is_empty() {
+                chunks.push(data);
+            }
         }
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
     }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => {
+            let mut joined = Vec::with_capacity(read);
+            for chunk in &chunks {
+                joined.extend_from_slice(chunk);
+            }
+            Bytes::from(joined)
+        }
+    })
 }
 
 /// The header that sets a request's deadline, in milliseconds from arrival

@@ -27,8 +27,11 @@ struct ChangeRequest {
 }
 
 /// An optional JSON body: empty means the defaults.
-async fn body<T: Default + serde::de::DeserializeOwned>(request: Request) -> Result<T, ApiError> {
-    let bytes = read_body(request, MAX_BODY).await?;
+async fn body<T: Default + serde::de::DeserializeOwned>(
+    state: &AppState,
+    request: Request,
+) -> Result<T, ApiError> {
+    let bytes = read_body(request, MAX_BODY, state.body_read_timeout).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -43,7 +46,7 @@ async fn body<T: Default + serde::de::DeserializeOwned>(request: Request) -> Res
 }
 
 pub(super) async fn index(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let wanted: IndexRequest = match body(request).await {
+    let wanted: IndexRequest = match body(&state, request).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -62,7 +65,7 @@ pub(super) async fn load(
     request: Request,
 ) -> Response {
     let result = async {
-        let change: ChangeRequest = body(request).await?;
+        let change: ChangeRequest = body(&state, request).await?;
         let mut config = None;
         for (key, value) in change.parameters.unwrap_or_default() {
             match (key.as_str(), value) {
@@ -92,7 +95,7 @@ pub(super) async fn unload(
     request: Request,
 ) -> Response {
     let result = async {
-        let change: ChangeRequest = body(request).await?;
+        let change: ChangeRequest = body(&state, request).await?;
         for (key, value) in change.parameters.unwrap_or_default() {
             match (key.as_str(), value) {
                 // Models have no dependents here (no ensembles), so either value holds.

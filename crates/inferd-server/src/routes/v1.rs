@@ -72,7 +72,7 @@ async fn predict_on(
 ) -> Result<(Response, RequestTimes), ApiError> {
     let mut times = RequestTimes::default();
     let deadline = header_deadline(request.headers(), Instant::now())?;
-    let bytes = read_body(request, state.max_body_bytes).await?;
+    let bytes = read_body(request, state.max_body_bytes, state.body_read_timeout).await?;
     let decoding = Instant::now();
     let inputs = v1::decode_predict_request(&bytes, &served.model.metadata().inputs)?;
     times.input = decoding.elapsed();

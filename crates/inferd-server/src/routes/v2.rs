@@ -127,7 +127,7 @@ async fn infer_on(
                 })?,
         ),
     };
-    let bytes = read_body(request, state.max_body_bytes).await?;
+    let bytes = read_body(request, state.max_body_bytes, state.body_read_timeout).await?;
     let decoding = Instant::now();
     let request = match json_len {
         None => v2::decode_infer_request(&bytes)?,

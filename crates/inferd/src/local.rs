@@ -87,6 +87,12 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "INFERD_RESTART_BACKOFF", default_value = "1s", value_parser = inferd_bench::parse_duration)]
     restart_backoff: Duration,
 
+    /// The most bytes one model's download may take (a folder: all its
+    /// files); a service's model.maxSizeBytes may lower it, never raise it.
+    /// Bytes or a quantity (16Gi).
+    #[arg(long, env = "INFERD_MAX_MODEL_BYTES", value_name = "BYTES", default_value = "16Gi", value_parser = crate::parse_size)]
+    max_model_bytes: u64,
+
     #[command(flatten)]
     state: StateArgs,
 }
@@ -216,6 +222,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
     config.tick = args.autoscaler_tick.max(Duration::from_millis(10));
     config.drain_grace = args.drain_grace;
     config.supervisor.backoff_initial = args.restart_backoff.max(Duration::from_millis(10));
+    config.max_model_bytes = args.max_model_bytes;
     if let Some(path) = &args.autoscaler_config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;

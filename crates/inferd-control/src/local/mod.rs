@@ -66,6 +66,9 @@ pub struct LocalConfig {
     pub progress: Option<Arc<dyn Progress>>,
     /// Environment for storage credentials (over the process environment).
     pub storage_env: std::collections::BTreeMap<String, String>,
+    /// The most bytes one model's download may take; a service's
+    /// `model.maxSizeBytes` may lower it, never raise it.
+    pub max_model_bytes: u64,
 }
 
 impl LocalConfig {
@@ -87,6 +90,7 @@ impl LocalConfig {
             router_threads: 1,
             progress: None,
             storage_env: std::collections::BTreeMap::new(),
+            max_model_bytes: inferd_storage::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -237,7 +241,9 @@ impl ControlPlane {
         router.set_activation_hook(Arc::new(move |service: &str, revision: &str| {
             let _ = activations_tx.send((service.to_owned(), revision.to_owned()));
         }));
-        let mut storage = Storage::new(state.cache_dir()).with_env(config.storage_env.clone());
+        let mut storage = Storage::new(state.cache_dir())
+            .with_env(config.storage_env.clone())
+            .with_max_bytes(config.max_model_bytes);
         if let Some(p) = &config.progress {
             storage = storage.with_progress(Arc::clone(p));
         }

@@ -720,6 +720,7 @@ fn convert_model(
             format: format?,
             storage_uri: storage_uri?,
             sha256: None,
+            max_size_bytes: None,
             runtime,
         },
         resources,

@@ -673,6 +673,57 @@ fn refuses_out_of_range_numbers() {
 }
 
 #[test]
+fn model_max_size_bytes_is_read_and_checked() {
+    const URI: &str = "      storageUri: s3://models/iris/1/model.onnx";
+    let with = |value: &str| edited(URI, &format!("{URI}\n      maxSizeBytes: {value}"));
+    let path = "spec.predictor.model.maxSizeBytes";
+    let isvc = one(&with("1073741824")).unwrap();
+    assert_eq!(isvc.spec.predictor.model.max_size_bytes, Some(1 << 30));
+    // It survives a round trip, in camelCase.
+    let yaml = to_yaml_multi(std::slice::from_ref(&isvc)).unwrap();
+    assert!(yaml.contains("maxSizeBytes: 1073741824"), "{yaml}");
+    assert_eq!(one(&yaml).unwrap(), isvc);
+    one(&with("1")).unwrap();
+    one(&with(&MAX_MODEL_SIZE_BYTES.to_string())).unwrap();
+    assert_eq!(one(GOOD).unwrap().spec.predictor.model.max_size_bytes, None);
+    // Out of range.
+    for bad in ["0", &(MAX_MODEL_SIZE_BYTES + 1).to_string()] {
+        let msg = one(&with(bad)).unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("{path}: {bad} is out of range")),
+            "{msg}"
+        );
+    }
+    // Negative, beyond u64, wrong types, malformed: the reader refuses
+    // them with the field's path.
+    for bad in [
+        "-1",
+        "-1073741824",
+        "18446744073709551616",
+        "99999999999999999999999",
+        "1.5",
+        "1e9",
+        "20Gi",
+        "lots",
+        "true",
+        "[1]",
+        "{a: 1}",
+        "\"1024\"",
+    ] {
+        let msg = match one(&with(bad)) {
+            Ok(isvc) => panic!("accepted {bad:?}: {isvc:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(msg.contains(&format!("{path}:")), "{bad:?}: {msg}");
+    }
+    // Built in code, `validate` checks it too.
+    let mut isvc = one(GOOD).unwrap();
+    isvc.spec.predictor.model.max_size_bytes = Some(0);
+    let msg = isvc.validate().unwrap_err().to_string();
+    assert!(msg.contains(path), "{msg}");
+}
+
+#[test]
 fn refuses_bad_env() {
     let p = "spec.predictor.env";
     refused("name: RUST_LOG", "name: 1ABC", &format!("{p}[0].name"));

@@ -215,6 +215,12 @@ pub struct ModelSpec {
     /// checked against it before it is served, and a mismatch is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The most bytes the model's download may take (a folder: all its files
+    /// together); a larger one fails before it is kept. Default: the
+    /// downloader's limit (`--max-model-bytes`, 16 GiB), which this can
+    /// lower but not raise under `inferd up`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeOptions>,
 }
@@ -225,6 +231,7 @@ impl ModelSpec {
             format,
             storage_uri: storage_uri.into(),
             sha256: None,
+            max_size_bytes: None,
             runtime: None,
         }
     }

@@ -31,6 +31,8 @@ pub const MAX_GPUS: u32 = 64;
 pub const MAX_ENV: usize = 256;
 /// Longest environment value.
 pub const MAX_ENV_VALUE: usize = 32 * 1024;
+/// Largest `model.maxSizeBytes` (1 TiB).
+pub const MAX_MODEL_SIZE_BYTES: u64 = 1 << 40;
 /// Largest total size of all annotations, as Kubernetes limits it.
 pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 /// Most `nodeSelector` entries; a real selector names a handful of labels.
@@ -439,6 +441,14 @@ fn validate_model(e: &mut Errors, m: &ModelSpec, at: &str) {
         e.push(
             format!("{at}.sha256"),
             format!("'{}' is not a SHA-256 (64 hex digits)", shown(sha)),
+        );
+    }
+    if let Some(max) = m.max_size_bytes
+        && !(1..=MAX_MODEL_SIZE_BYTES).contains(&max)
+    {
+        e.push(
+            format!("{at}.maxSizeBytes"),
+            format!("{max} is out of range; 1 to {MAX_MODEL_SIZE_BYTES} (1 TiB)"),
         );
     }
     if let Some(r) = &m.runtime

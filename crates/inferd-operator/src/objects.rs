@@ -8,9 +8,9 @@
 //! - a **Deployment** `REVISION` whose pods run `inferd serve --model
 //!   NAME=/mnt/models/NAME --host 0.0.0.0 --http-port 8080 --grpc-port 8081`
 //!   after an init container `storage-initializer` ran `inferd fetch
-//!   --storage-uri URI --dest /mnt/models/NAME [--sha256 HEX]` (fetch the
-//!   model with inferd-storage, verify it, and place it, file or folder, at
-//!   `--dest`) into an `emptyDir` shared by both containers;
+//!   --storage-uri URI --dest /mnt/models/NAME [--sha256 HEX]
+//!   [--max-model-bytes N]` (fetch the model with inferd-storage, verify
+//!   it, and place it, file or folder, at `--dest`) into an `emptyDir` shared by both containers;
 //! - a headless **Service** `REVISION` (no cluster IP): the router balances
 //!   over the revision's pods itself (power of two choices), so it reads
 //!   their addresses from the Service's EndpointSlices and needs no
@@ -666,6 +666,9 @@ impl Ctx<'_> {
         ];
         if let Some(sha) = &template.model.sha256 {
             args.extend(["--sha256".to_owned(), sha.clone()]);
+        }
+        if let Some(max) = template.model.max_size_bytes {
+            args.extend(["--max-model-bytes".to_owned(), max.to_string()]);
         }
         Container {
             name: "storage-initializer".to_owned(),

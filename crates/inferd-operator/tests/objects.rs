@@ -228,6 +228,7 @@ fn scale_to_zero() {
 fn s3_with_credentials_from_a_secret() {
     let mut model = ModelSpec::new(ModelFormat::Xgboost, "s3://models/fraud/model.json");
     model.sha256 = Some("a".repeat(64));
+    model.max_size_bytes = Some(1 << 30);
     let mut isvc = InferenceService::new("fraud", PredictorSpec::new(model));
     isvc.metadata.namespace = Some("risk".to_owned());
     isvc.metadata.annotations.insert(
@@ -252,6 +253,13 @@ fn s3_with_credentials_from_a_secret() {
         .as_ref()
         .and_then(|e| e[0].secret_ref.as_ref());
     assert_eq!(secret.map(|s| s.name.as_str()), Some("s3-credentials"));
+    // The model's size limit goes to the download.
+    let args = init.args.clone().unwrap_or_default();
+    let at = args
+        .iter()
+        .position(|a| a == "--max-model-bytes")
+        .expect("--max-model-bytes");
+    assert_eq!(args[at + 1], (1u64 << 30).to_string());
     snapshot("s3-secret.yaml", &objects);
 }
 

@@ -133,6 +133,41 @@ async fn readable(_path: &Path, _mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The entries of a folder; none when it does not exist.
+fn entries(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(read) => read.map(|e| e.map(|e| e.path())).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file, link or folder (with its content); gone already is fine.
+fn remove(path: &Path) -> io::Result<()> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes of the files under `path` (links not followed).
+fn size_of(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => entries(path)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| size_of(p))
+            .sum(),
+        Ok(meta) => meta.len(),
+        Err(_) => 0,
+    }
+}
+
 /// The cache directory.
 #[derive(Debug, Clone)]
 pub(crate) struct Cache {
@@ -261,6 +296,41 @@ impl Cache {
             }
         };
         Some((entry, cached))
+    }
+
+    /// Removes the index entries of URIs `keep` does not name, the content
+    /// that no kept entry or digest refers to, and everything under `tmp/`.
+    /// The caller makes sure no fetch runs meanwhile.
+    pub(crate) fn collect_garbage(&self, keep: &crate::Retain) -> io::Result<crate::Collected> {
+        let mut digests = keep.sha256.clone();
+        for path in entries(&self.uris())? {
+            let entry = std::fs::read(&path)
+                .ok()
+                .and_then(|text| serde_json::from_slice::<IndexEntry>(&text).ok());
+            match entry {
+                Some(entry) if keep.uris.contains(&entry.uri) && is_sha256_hex(&entry.sha256) => {
+                    digests.insert(entry.sha256);
+                }
+                _ => remove(&path)?,
+            }
+        }
+        let mut collected = crate::Collected::default();
+        for path in entries(&self.root.join("sha256"))? {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if digests.contains(name) {
+                continue;
+            }
+            collected.bytes += size_of(&path);
+            collected.entries += 1;
+            remove(&path)?;
+        }
+        for path in entries(&self.tmp())? {
+            remove(&path)?;
+        }
+        Ok(collected)
     }
 
     /// Writes the index entry of `entry.uri`, atomically.

@@ -82,6 +82,9 @@ pub struct FetchRequest<'a> {
     /// `sha256:`). Only for a single file: a folder or prefix with a sha256
     /// is an error.
     pub sha256: Option<&'a str>,
+    /// The most bytes this download may take; it can only lower the
+    /// storage's own limit ([`Storage::with_max_bytes`]).
+    pub max_bytes: Option<u64>,
 }
 
 impl<'a> FetchRequest<'a> {
@@ -92,6 +95,15 @@ impl<'a> FetchRequest<'a> {
             uri,
             base,
             sha256: None,
+            max_bytes: None,
+        }
+    }
+
+    /// The same request, with a size limit of its own.
+    pub fn with_max_bytes(self, max_bytes: u64) -> FetchRequest<'a> {
+        FetchRequest {
+            max_bytes: Some(max_bytes),
+            ..self
         }
     }
 
@@ -127,6 +139,10 @@ pub struct Storage {
     inherit_env: bool,
     progress: Arc<dyn Progress>,
     limits: Limits,
+    /// Held (shared) by every fetch from a remote store, and (exclusive)
+    /// by garbage collection, which so never removes what a fetch is
+    /// about to return.
+    active: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl fmt::Debug for Storage {
@@ -153,6 +169,7 @@ impl Storage {
                 max_bytes: DEFAULT_MAX_BYTES,
                 max_objects: DEFAULT_MAX_OBJECTS,
             },
+            active: Arc::new(tokio::sync::RwLock::new(())),
         }
     }
 
@@ -193,6 +210,21 @@ impl Storage {
         self.cache.root()
     }
 
+    /// The most bytes one fetch may download.
+    pub fn max_bytes(&self) -> u64 {
+        self.limits.max_bytes
+    }
+
+    /// Removes from the cache what `keep` does not name: index entries of
+    /// other URIs, the content no kept entry or digest refers to, and
+    /// leftovers of interrupted downloads. Returns `None`, removing nothing,
+    /// while a fetch from a remote store is under way (call it again once
+    /// it is done). Blocking file system work.
+    pub fn try_collect_garbage(&self, keep: &Retain) -> Option<std::io::Result<Collected>> {
+        let _exclusive = self.active.try_write().ok()?;
+        Some(self.cache.collect_garbage(keep))
+    }
+
     /// Resolves `req.uri` to a verified local path, downloading it into the
     /// cache when it is remote and not cached yet.
     #[tracing::instrument(level = "debug", skip(self, req), fields(uri = req.uri))]
@@ -218,6 +250,7 @@ impl Storage {
                 uri: uri.to_string(),
             });
         }
+        let _active = self.active.read().await;
         self.cache
             .prepare()
             .await
@@ -242,13 +275,47 @@ impl Storage {
             store: config::build_store(uri, &remote, &env)?,
             cache: &self.cache,
             progress: &self.progress,
-            limits: self.limits,
+            limits: Limits {
+                max_bytes: req
+                    .max_bytes
+                    .map_or(self.limits.max_bytes, |m| m.min(self.limits.max_bytes)),
+                ..self.limits
+            },
         };
         match &remote.shape {
             Shape::Object { name } => download.object(&remote, name, expected).await,
             Shape::Prefix => download.prefix(&remote).await,
         }
     }
+}
+
+/// What the cache must keep, for [`Storage::try_collect_garbage`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retain {
+    /// Storage URIs whose last download stays (as given to [`Storage::fetch`]).
+    pub uris: std::collections::BTreeSet<String>,
+    /// Expected sha256 digests (as in [`FetchRequest::sha256`]) whose
+    /// content stays.
+    pub sha256: std::collections::BTreeSet<String>,
+}
+
+impl Retain {
+    /// Keeps `uri`, and its expected digest if there is one.
+    pub fn keep(&mut self, uri: &str, sha256: Option<&str>) {
+        self.uris.insert(uri.to_string());
+        if let Some(digest) = sha256.and_then(cache::normalize_sha256) {
+            self.sha256.insert(digest);
+        }
+    }
+}
+
+/// What garbage collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Content folders (`sha256/<hex>`) removed.
+    pub entries: usize,
+    /// Their size in bytes.
+    pub bytes: u64,
 }
 
 #[cfg(test)]

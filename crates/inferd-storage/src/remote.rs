@@ -63,8 +63,9 @@ impl Download<'_> {
     }
 
     /// Streams the body of `result` into `file` while hashing it, and checks
-    /// that exactly the announced number of bytes arrived. Returns the
-    /// sha256 in hex.
+    /// that exactly the announced number of bytes arrived, and never more
+    /// than `budget` (what the size limit leaves), whatever was announced.
+    /// Returns the sha256 in hex.
     async fn copy(
         &self,
         result: GetResult,
@@ -72,6 +73,7 @@ impl Download<'_> {
         file: &mut tokio::fs::File,
         file_path: &std::path::Path,
         progress: &Reporting<'_>,
+        budget: u64,
     ) -> Result<String> {
         let announced = result.meta.size;
         let mismatch = |actual| StorageError::SizeMismatch {
@@ -87,6 +89,15 @@ impl Download<'_> {
             let chunk = chunk.map_err(self.remote())?;
             let len = chunk.len() as u64;
             received += len;
+            if received > budget {
+                return Err(StorageError::TooLarge {
+                    uri: self.uri.to_string(),
+                    detail: format!(
+                        "over the limit of {} bytes while downloading {name:?}",
+                        self.limits.max_bytes
+                    ),
+                });
+            }
             if received > announced {
                 return Err(mismatch(received));
             }
@@ -138,7 +149,14 @@ impl Download<'_> {
         tracing::info!(uri = self.uri, bytes = meta.size, "downloading");
         let progress = Reporting::start(self.progress, self.uri, Some(meta.size));
         let sha256 = self
-            .copy(result, name, &mut file, &temp_path, &progress)
+            .copy(
+                result,
+                name,
+                &mut file,
+                &temp_path,
+                &progress,
+                self.limits.max_bytes,
+            )
             .await?;
         drop(progress);
         drop(file);
@@ -209,6 +227,7 @@ impl Download<'_> {
         let progress = Reporting::start(self.progress, self.uri, Some(total));
         let mut records = Vec::with_capacity(listed.len());
         let mut lines = Vec::with_capacity(listed.len());
+        let mut downloaded = 0u64;
         for (name, meta) in &listed {
             let relative = safe_relative(name).map_err(|reason| StorageError::UnsafeName {
                 uri: self.uri.to_string(),
@@ -234,7 +253,11 @@ impl Download<'_> {
                     actual: result.meta.size,
                 });
             }
-            let sha256 = self.copy(result, name, &mut file, &path, &progress).await?;
+            let budget = self.limits.max_bytes.saturating_sub(downloaded);
+            let sha256 = self
+                .copy(result, name, &mut file, &path, &progress, budget)
+                .await?;
+            downloaded += meta.size;
             // The listing's validators, as the next fetch compares with a listing.
             let mut record = record_of(name, meta);
             record.sha256 = Some(sha256.clone());

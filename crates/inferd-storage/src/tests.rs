@@ -29,6 +29,7 @@ impl Fixture {
             uri,
             base: self.base(),
             sha256,
+            max_bytes: None,
         };
         self.storage().fetch(&req).await
     }

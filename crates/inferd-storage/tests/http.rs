@@ -30,6 +30,8 @@ struct Route {
     etag: Option<String>,
     /// Announce this many more bytes than the body has, then close.
     short_by: u64,
+    /// Send no Content-Length: the body ends when the connection closes.
+    no_length: bool,
 }
 
 impl Route {
@@ -38,6 +40,7 @@ impl Route {
             body,
             etag: Some(format!("\"{etag}\"")),
             short_by: 0,
+            no_length: false,
         }
     }
 }
@@ -139,10 +142,13 @@ async fn serve(socket: TcpStream, state: &State) -> std::io::Result<()> {
             .await?;
         return socket.shutdown().await;
     };
-    let mut answer = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nLast-Modified: Sun, 01 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n",
-        route.body.len() as u64 + route.short_by
-    );
+    let mut answer = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nLast-Modified: Sun, 01 Nov 2026 10:00:00 GMT\r\nConnection: close\r\n".to_string();
+    if !route.no_length {
+        answer.push_str(&format!(
+            "Content-Length: {}\r\n",
+            route.body.len() as u64 + route.short_by
+        ));
+    }
     if let Some(etag) = &route.etag {
         answer.push_str(&format!("ETag: {etag}\r\n"));
     }
@@ -211,6 +217,7 @@ impl Fixture {
             uri: &uri,
             base: self.dir.path(),
             sha256,
+            max_bytes: None,
         };
         storage.fetch(&req).await
     }
@@ -352,6 +359,7 @@ async fn truncated_response_is_an_error_and_keeps_nothing() {
             body: iris(),
             etag: None,
             short_by: 100,
+            no_length: false,
         },
     );
     let recorder = Arc::new(Recorder::default());
@@ -384,6 +392,83 @@ async fn over_the_size_limit_is_refused() {
         .await
         .expect_err("too large");
     assert_eq!(e.kind(), "too_large", "{e}");
+    f.assert_nothing_kept();
+}
+
+/// A body of 4 MiB, over a limit of 64 KiB.
+fn big() -> Vec<u8> {
+    (0..4u32 << 20).map(|i| (i % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn a_body_over_the_request_s_limit_is_refused_from_its_content_length() {
+    let f = Fixture::new().await;
+    f.server.route("/big.onnx", Route::file(big(), "v1"));
+    let uri = f.server.url("/big.onnx");
+    let recorder = Arc::new(Recorder::default());
+    let storage = f.storage().with_progress(recorder.clone());
+    // The request's own limit, under the storage's default.
+    let req = FetchRequest::new(&uri, f.dir.path()).with_max_bytes(64 << 10);
+    let e = storage.fetch(&req).await.expect_err("too large");
+    assert_eq!(e.kind(), "too_large", "{e}");
+    let text = e.to_string();
+    assert!(text.starts_with(&uri), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} bytes, over the limit of 65536 bytes",
+            4u32 << 20
+        )),
+        "{text}"
+    );
+    // Refused before any of the body was read or written.
+    assert_eq!(recorder.advanced.load(Ordering::SeqCst), 0);
+    assert!(recorder.events.lock().expect("events").is_empty());
+    f.assert_nothing_kept();
+    // A request cannot raise the storage's limit.
+    let small = f.storage().with_max_bytes(1000);
+    let req = FetchRequest::new(&uri, f.dir.path()).with_max_bytes(u64::MAX);
+    let e = small.fetch(&req).await.expect_err("too large");
+    assert!(
+        e.to_string().contains("over the limit of 1000 bytes"),
+        "{e}"
+    );
+    f.assert_nothing_kept();
+    // Under the limit, the same body downloads.
+    let req = FetchRequest::new(&uri, f.dir.path()).with_max_bytes(4 << 20);
+    let got = storage.fetch(&req).await.expect("at the limit");
+    assert_eq!(got.bytes, 4 << 20);
+}
+
+#[tokio::test]
+async fn a_body_without_content_length_is_refused_and_keeps_nothing() {
+    let f = Fixture::new().await;
+    f.server.route(
+        "/big.onnx",
+        Route {
+            body: big(),
+            etag: Some("\"v1\"".into()),
+            short_by: 0,
+            no_length: true,
+        },
+    );
+    let recorder = Arc::new(Recorder::default());
+    let storage = f
+        .storage()
+        .with_max_bytes(64 << 10)
+        .with_progress(recorder.clone());
+    let e = f
+        .fetch(&storage, "/big.onnx", None)
+        .await
+        .expect_err("no length");
+    // An unannounced size is never taken on trust: refused before the body.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    assert!(text.contains("Content-Length"), "{text}");
+    assert!(recorder.advanced.load(Ordering::SeqCst) <= 64 << 10);
     f.assert_nothing_kept();
 }
 
@@ -441,4 +526,27 @@ async fn concurrent_fetches_of_one_uri_agree() {
         serde_json::from_slice(&std::fs::read(&f.entries("uris")[0]).expect("index"))
             .expect("json");
     assert_eq!(index["uri"], uri.as_str());
+}
+
+#[tokio::test]
+async fn garbage_collection_waits_for_fetches_under_way() {
+    let f = Fixture::new().await;
+    // A server that takes the request and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let uri = format!("http://{}/m.onnx", silent.local_addr().expect("addr"));
+    let storage = f.storage();
+    let fetching = {
+        let (storage, base) = (storage.clone(), f.dir.path().to_path_buf());
+        tokio::spawn(async move { storage.fetch(&FetchRequest::new(&uri, &base)).await })
+    };
+    let (_socket, _) = silent.accept().await.expect("the fetch connects");
+    let keep = inferd_storage::Retain::default();
+    assert_eq!(storage.try_collect_garbage(&keep).map(|r| r.is_ok()), None);
+    fetching.abort();
+    let _ = fetching.await;
+    let collected = storage
+        .try_collect_garbage(&keep)
+        .expect("no fetch under way")
+        .expect("collect");
+    assert_eq!(collected, inferd_storage::Collected::default());
 }

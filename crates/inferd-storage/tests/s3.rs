@@ -181,6 +181,7 @@ impl Fixture {
             uri,
             base: self.dir.path(),
             sha256,
+            max_bytes: None,
         };
         storage.fetch(&req).await
     }

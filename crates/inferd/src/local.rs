@@ -105,6 +105,12 @@ pub(crate) struct UpArgs {
     #[arg(long, env = "INFERD_REPLICA_LIMITS", default_value = "auto", value_parser = ["auto", "cgroup", "rlimit"])]
     replica_limits: String,
 
+    /// The most bytes one model's download may take (a folder: all its
+    /// files); a service's model.maxSizeBytes may lower it, never raise it.
+    /// Bytes or a quantity (16Gi).
+    #[arg(long, env = "INFERD_MAX_MODEL_BYTES", value_name = "BYTES", default_value = "16Gi", value_parser = crate::parse_size)]
+    max_model_bytes: u64,
+
     #[command(flatten)]
     state: StateArgs,
 }
@@ -251,6 +257,7 @@ pub(crate) async fn up(args: UpArgs) -> anyhow::Result<()> {
         .replica_limits
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--replica-limits: {e}"))?;
+    config.max_model_bytes = args.max_model_bytes;
     if let Some(path) = &args.autoscaler_config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;

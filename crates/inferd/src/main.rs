@@ -185,6 +185,10 @@ struct FetchArgs {
     /// Where downloads are cached (default: DEST's parent's `.cache`).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// The most bytes the model's download may take (a folder: all its
+    /// files); a larger one fails before it is kept. Bytes or a quantity (16Gi).
+    #[arg(long, env = "INFERD_MAX_MODEL_BYTES", value_name = "BYTES", default_value = "16Gi", value_parser = parse_size)]
+    max_model_bytes: u64,
 }
 
 async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
@@ -197,7 +201,7 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| parent.join(".cache"));
-    let mut storage = inferd_storage::Storage::new(cache);
+    let mut storage = inferd_storage::Storage::new(cache).with_max_bytes(args.max_model_bytes);
     if std::io::stderr().is_terminal() {
         storage = storage.with_progress(std::sync::Arc::new(progress::Bars::default()));
     }
@@ -433,6 +437,14 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err(format!("'{s}' is zero; it must be longer")),
         d => Ok(d),
     }
+}
+
+/// A size in bytes: a plain number or a quantity such as `16Gi` or `500M`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    inferd_api::Quantity(s.trim().to_owned())
+        .bytes()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{s}' is not a size in bytes, such as 17179869184 or 16Gi"))
 }
 
 fn main() -> ExitCode {

@@ -879,6 +879,7 @@ fn resources_are_enforced_on_replicas() {
             assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
         }
     }
+}
 
 #[test]
 fn the_router_refuses_hostile_bodies_itself_with_the_replicas_limits() {
@@ -945,4 +946,334 @@ fn the_router_refuses_hostile_bodies_itself_with_the_replicas_limits() {
         let reply = http::read_reply(tcp);
         assert_eq!(reply.status, 408, "{}", reply.text());
     }
+}
+
+/// `inferd ARGS...` expected to exit on its own (60 s at most): its exit
+/// status and stderr.
+fn run_to_exit(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = serve::inferd()
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn inferd");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("inferd {args:?} did not exit");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (status, stderr)
+}
+
+/// `inferd up` on `state`: refused, with every needle in the message.
+fn up_refuses(state: &Path, needles: &[&str]) {
+    let (status, stderr) = run_to_exit(&[
+        "up".as_ref(),
+        "--port".as_ref(),
+        "0".as_ref(),
+        "--grpc-port".as_ref(),
+        "0".as_ref(),
+        "--state-dir".as_ref(),
+        state.as_os_str(),
+    ]);
+    assert!(
+        !status.success(),
+        "started on {}: {stderr}",
+        state.display()
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
+    assert!(
+        !state.join("admin.json").exists(),
+        "no admin API was started"
+    );
+}
+
+#[test]
+fn up_refuses_a_state_dir_or_token_it_does_not_own_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let nobody = 65534;
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // A state directory made by `nobody`, with a token it chose (0644).
+    let planted = dir.path().join("planted");
+    std::fs::create_dir(&planted).expect("mkdir");
+    chmod(&planted, 0o700);
+    let token = planted.join("token");
+    std::fs::write(&token, "t".repeat(64)).expect("token");
+    chmod(&token, 0o644);
+    std::os::unix::fs::chown(&token, Some(nobody), Some(nobody)).expect("chown token");
+    std::os::unix::fs::chown(&planted, Some(nobody), Some(nobody)).expect("chown dir");
+    up_refuses(
+        &planted,
+        &[
+            &planted.display().to_string(),
+            "owned by uid 65534",
+            "mode 0700",
+            "--state-dir",
+        ],
+    );
+    // Given back to this user: now the token is the problem.
+    std::os::unix::fs::chown(&planted, Some(0), Some(0)).expect("chown dir back");
+    up_refuses(
+        &planted,
+        &[&token.display().to_string(), "owned by uid 65534", "0644"],
+    );
+    // This user's token, but readable by others.
+    std::os::unix::fs::chown(&token, Some(0), Some(0)).expect("chown token back");
+    up_refuses(
+        &planted,
+        &[&token.display().to_string(), "0644", "chmod 600"],
+    );
+    // Private, but a 1-character token.
+    std::fs::write(&token, "t").expect("short token");
+    chmod(&token, 0o600);
+    up_refuses(&planted, &[&token.display().to_string(), "at least 16"]);
+    // The clients never send a short token either: an admin API that
+    // admin.json names (a listener of this test) sees no request.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let admin = serde_json::json!({
+        "adminUrl": format!("http://{}", listener.local_addr().expect("addr")),
+        "routerUrl": "http://127.0.0.1:1",
+        "pid": std::process::id(),
+    });
+    std::fs::write(planted.join("admin.json"), admin.to_string()).expect("admin.json");
+    let (status, stderr) = run_to_exit(&[
+        "get".as_ref(),
+        "isvc".as_ref(),
+        "--state-dir".as_ref(),
+        planted.as_os_str(),
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("at least 16"), "{stderr}");
+    assert!(listener.accept().is_err(), "the short token was sent");
+    std::fs::remove_file(planted.join("admin.json")).expect("rm admin.json");
+
+    // This user's directory, open to the group and others.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    chmod(&open, 0o755);
+    up_refuses(&open, &[&open.display().to_string(), "0755", "chmod 700"]);
+    assert_eq!(
+        std::fs::metadata(&open).expect("meta").permissions().mode() & 0o777,
+        0o755,
+        "left as found"
+    );
+}
+
+#[test]
+fn up_makes_its_state_dir_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("new/state");
+    let mut child = serve::inferd()
+        .args(["up", "--port", "0", "--grpc-port", "0", "--state-dir"])
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn inferd up");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !state.join("admin.json").exists() {
+        assert!(Instant::now() < deadline, "no admin.json");
+        assert!(child.try_wait().expect("try_wait").is_none(), "up exited");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("token")), 0o600);
+    let token = std::fs::read_to_string(state.join("token")).expect("token");
+    assert_eq!(token.trim().len(), 64, "{token}");
+    // A client reaches it with that token.
+    let out = serve::inferd()
+        .args(["get", "isvc", "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("get");
+    assert!(out.status.success(), "{out:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// An HTTP server on loopback serving fixed files (with Content-Length).
+fn file_server(files: BTreeMap<String, Vec<u8>>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            use std::io::{BufRead, Write};
+            let mut reader = std::io::BufReader::new(&mut stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut header = String::new();
+                match reader.read_line(&mut header) {
+                    Ok(n) if n > 0 && header != "\r\n" => {}
+                    _ => break,
+                }
+            }
+            let mut parts = line.split_whitespace();
+            let head = parts.next() == Some("HEAD");
+            let body = parts.next().and_then(|path| files.get(path));
+            let reply = match body {
+                Some(body) => {
+                    let mut reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"e\"\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    if !head {
+                        reply.extend_from_slice(body);
+                    }
+                    reply
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = stream.write_all(&reply);
+        }
+    });
+    addr
+}
+
+/// The content folders of the state directory's model cache.
+fn cached_digests(state: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state.join("cache/sha256"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn sha256_of(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("digest")
+        .to_owned()
+}
+
+#[test]
+fn model_size_limits_and_deleting_a_service_removes_its_logs_and_models() {
+    let model = std::fs::read(iris_model()).expect("iris");
+    let dir = tempfile::tempdir().expect("tmp");
+    let corrupt = dir.path().join("corrupt.onnx");
+    std::fs::write(&corrupt, b"this is not an onnx model").expect("write");
+    let files = BTreeMap::from([
+        ("/gone/model.onnx".to_owned(), model.clone()),
+        (
+            "/kept/model.onnx".to_owned(),
+            std::fs::read(&corrupt).expect("read"),
+        ),
+    ]);
+    let server = file_server(files);
+    let url = |name: &str| format!("http://{server}/{name}/model.onnx");
+    let up = Up::start(&["--max-model-bytes", "1Mi"]);
+    let state = up.state_dir();
+
+    // Over the control plane's limit: refused at apply, with the field.
+    let too_big = isvc_yaml("big", Path::new(&url("gone")), "", "").replace(
+        "      format: onnx\n",
+        "      format: onnx\n      maxSizeBytes: 2097152\n",
+    );
+    let out = up.apply_yaml(&too_big);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.predictor.model.maxSizeBytes") && stderr.contains("1048576"),
+        "{stderr}"
+    );
+    // Under it but over the model's own: the revision fails and says why;
+    // nothing is kept.
+    let small = isvc_yaml("small", Path::new(&url("gone")), "", "").replace(
+        "      format: onnx\n",
+        "      format: onnx\n      maxSizeBytes: 100\n",
+    );
+    assert!(up.apply_yaml(&small).status.success());
+    let view = up.wait_until("small", "failed", |v| {
+        v.revisions.iter().any(|r| r.state == "Failed")
+    });
+    let reason = view.revisions[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("too large")
+            && reason.contains(&format!("{} bytes", model.len()))
+            && reason.contains("limit of 100 bytes"),
+        "{reason}"
+    );
+    assert_eq!(cached_digests(state), Vec::<String>::new());
+    assert!(up.ok(&["delete", "isvc", "small"]).contains("deleted"));
+
+    // Two services from the store: one serves, one's model is corrupt (its
+    // revision fails, but its record still refers to the model).
+    let gone_yaml = isvc_yaml("gone", Path::new(&url("gone")), "", "");
+    let kept_yaml = isvc_yaml("kept", Path::new(&url("kept")), "", "");
+    assert!(up.apply_yaml(&gone_yaml).status.success());
+    assert!(up.apply_yaml(&kept_yaml).status.success());
+    up.wait_until("gone", "ready", |v| v.ready());
+    up.wait_until("kept", "both models cached", |_| {
+        cached_digests(state).len() == 2
+    });
+    let gone_digest = sha256_of(&iris_model());
+    let kept_digest = sha256_of(&corrupt);
+    let mut both = vec![gone_digest.clone(), kept_digest.clone()];
+    both.sort();
+    assert_eq!(cached_digests(state), both);
+    let logs = state.join("logs/gone");
+    assert!(logs.is_dir(), "the replica logs to {}", logs.display());
+    let pids = up.replica_pids("gone");
+    assert!(!pids.is_empty());
+
+    assert!(up.ok(&["delete", "isvc", "gone"]).contains("deleted"));
+    wait_gone(&pids);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logs.exists() || cached_digests(state) != [kept_digest.clone()] {
+        assert!(
+            Instant::now() < deadline,
+            "logs {} / cache {:?}\n{}",
+            logs.exists(),
+            cached_digests(state),
+            up.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The other service's logs and index entry stay.
+    assert!(state.join("logs/kept").is_dir());
+    let index: Vec<_> = std::fs::read_dir(state.join("cache/uris"))
+        .expect("uris")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(index.len(), 1);
+    let entry = std::fs::read_to_string(index[0].path()).expect("index");
+    assert!(entry.contains(&url("kept")), "{entry}");
 }

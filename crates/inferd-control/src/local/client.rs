@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use inferd_api::InferenceService;
 use serde::de::DeserializeOwned;
 
-use super::store::StateDir;
+use super::store::{StateDir, StoreError};
 use super::{Applied, ServiceView};
 
 /// Why a request to the control plane failed.
@@ -24,6 +24,9 @@ pub enum ClientError {
     NotRunning(PathBuf),
     #[error("cannot read the admin token: {0}")]
     Token(String),
+    /// The state directory is not this user's alone.
+    #[error("{0}")]
+    Unsafe(String),
     #[error("cannot reach the control plane at {url}: {message}")]
     Unreachable { url: String, message: String },
     /// The control plane answered with an error.
@@ -46,10 +49,13 @@ impl AdminClient {
     /// Finds the control plane running on `state_dir`.
     pub fn from_state_dir(state_dir: &Path) -> Result<AdminClient, ClientError> {
         let not_running = || ClientError::NotRunning(state_dir.to_path_buf());
-        if !state_dir.exists() {
-            return Err(not_running());
-        }
-        let state = StateDir::open(state_dir).map_err(|_| not_running())?;
+        let state = match StateDir::open_existing(state_dir) {
+            Ok(state) => state,
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_running());
+            }
+            Err(e) => return Err(ClientError::Unsafe(e.to_string())),
+        };
         let info = state.read_admin().ok_or_else(not_running)?;
         let token = state
             .read_token()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inferd_api::{InferenceService, InferenceServiceStatus, ModelState};
 use inferd_router::{ReplicaAddr, RouteTable, Router};
-use inferd_storage::{FetchRequest, Storage};
+use inferd_storage::{FetchRequest, Retain, Storage};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::gpu::Gpus;
@@ -70,6 +70,15 @@ pub(super) struct Controller {
     fetched_rx: Option<mpsc::UnboundedReceiver<Fetched>>,
     started: Instant,
     next_replica: u64,
+    /// Deleted services whose replicas are stopping: their logs go once
+    /// every one has stopped.
+    deleted: Vec<(String, Vec<tokio::task::JoinHandle<()>>)>,
+    /// The model cache may hold what no revision needs (set at start and
+    /// when revisions or services go).
+    gc_pending: bool,
+    /// Log folders of services deleted while no control plane ran are
+    /// still to be removed (once, at start).
+    sweep_logs: bool,
 }
 
 pub(super) struct ServiceState {
@@ -146,6 +155,9 @@ impl Controller {
             fetched_rx: Some(fetched_rx),
             started: Instant::now(),
             next_replica: 0,
+            deleted: Vec::new(),
+            gc_pending: true,
+            sweep_logs: true,
         }
     }
 
@@ -272,6 +284,14 @@ impl Controller {
                     self.gpus.total()
                 )));
             }
+            if let Some(max) = isvc.spec.predictor.model.max_size_bytes
+                && max > self.storage.max_bytes()
+            {
+                return Err(LocalError::Invalid(format!(
+                    "document {doc}: spec.predictor.model.maxSizeBytes: {max} is over this control plane's limit of {} bytes (inferd up --max-model-bytes)",
+                    self.storage.max_bytes()
+                )));
+            }
             checked.push((isvc, autoscaling));
         }
         let now = now_secs();
@@ -331,12 +351,83 @@ impl Controller {
         self.state.remove_service(name)?;
         // Out of the routes first, then drained.
         self.publish_routes();
+        let mut stopping = Vec::new();
         for (_, revision) in service.revisions {
             for slot in revision.replicas {
-                self.retire(slot);
+                stopping.push(self.stop_later(slot));
             }
         }
+        // Its replicas write their logs until they stop; then the logs go.
+        self.deleted.push((name.to_owned(), stopping));
+        self.gc_pending = true;
         Ok(())
+    }
+
+    /// What the model cache must keep: every stored revision's model.
+    fn retained(&self) -> Retain {
+        let mut keep = Retain::default();
+        for service in self.services.values() {
+            for revision in &service.record.revisions {
+                let model = &revision.template.model;
+                keep.keep(&model.storage_uri, model.sha256.as_deref());
+            }
+        }
+        keep
+    }
+
+    /// Removes what deleted services and forgotten revisions left: logs of
+    /// services whose replicas have all stopped, and model cache entries no
+    /// stored revision refers to (once no download is under way).
+    fn collect_garbage(&mut self) {
+        let (stopped, stopping): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deleted)
+            .into_iter()
+            .partition(|(_, handles)| handles.iter().all(tokio::task::JoinHandle::is_finished));
+        self.deleted = stopping;
+        let mut gone: Vec<String> = stopped.into_iter().map(|(name, _)| name).collect();
+        if std::mem::take(&mut self.sweep_logs) {
+            match std::fs::read_dir(self.state.root().join("logs")) {
+                Ok(dir) => gone.extend(
+                    dir.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().to_str().map(str::to_owned)),
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot list the log folders"),
+            }
+        }
+        for name in gone {
+            // Applied again meanwhile: its logs are the new service's.
+            if self.services.contains_key(&name)
+                || self.state.has_service(&name)
+                || self.deleted.iter().any(|(n, _)| *n == name)
+            {
+                continue;
+            }
+            let dir = self.state.service_logs(&name);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(service = %name, "logs of the deleted service removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %dir.display(), error = %e, "cannot remove the logs");
+                }
+            }
+        }
+        if self.gc_pending {
+            match self.storage.try_collect_garbage(&self.retained()) {
+                // A download is under way: a later pass.
+                None => {}
+                Some(result) => {
+                    self.gc_pending = false;
+                    match result {
+                        Ok(c) if c.entries > 0 => tracing::info!(
+                            entries = c.entries,
+                            bytes = c.bytes,
+                            "unreferenced models removed from the cache"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot clean the model cache"),
+                    }
+                }
+            }
+        }
     }
 
     /// The router holds a request for a revision at zero replicas: scale it
@@ -401,6 +492,7 @@ impl Controller {
             self.reconcile_service(&name, now, autoscale);
         }
         self.publish_routes();
+        self.collect_garbage();
     }
 
     fn reconcile_service(&mut self, name: &str, now: Duration, autoscale: bool) {
@@ -414,6 +506,7 @@ impl Controller {
             }
             let request_uri = revision.template.model.storage_uri.clone();
             let sha = revision.template.model.sha256.clone();
+            let max_bytes = revision.template.model.max_size_bytes;
             let storage = Arc::clone(&self.storage);
             let tx = self.fetched_tx.clone();
             let (svc, rev) = (name.to_owned(), revision.name.clone());
@@ -423,6 +516,7 @@ impl Controller {
                     uri: &request_uri,
                     base: &base,
                     sha256: sha.as_deref(),
+                    max_bytes,
                 };
                 let result = storage
                     .fetch(&request)
@@ -457,6 +551,8 @@ impl Controller {
             .cloned()
             .collect();
         for k in forgotten {
+            // Its model may be left in the cache for no one.
+            self.gc_pending = true;
             if let Some(r) = service.revisions.remove(&k) {
                 for slot in r.replicas {
                     self.retire(slot);
@@ -723,12 +819,18 @@ impl Controller {
     /// leaves them in this pass); after the drain grace it is told to drain
     /// and stop, and its GPUs are freed.
     fn retire(&mut self, slot: ReplicaSlot) {
+        let _stopping = self.stop_later(slot);
+    }
+
+    /// [`Controller::retire`], returning the task that ends once the
+    /// replica has stopped.
+    fn stop_later(&mut self, slot: ReplicaSlot) -> tokio::task::JoinHandle<()> {
         self.gpus.release(slot.handle.id());
         let grace = self.config.drain_grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             slot.handle.stop().await;
-        });
+        })
     }
 
     /// The route table from every service's plan and ready replicas.

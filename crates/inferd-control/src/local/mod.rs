@@ -69,6 +69,9 @@ pub struct LocalConfig {
     pub storage_env: std::collections::BTreeMap<String, String>,
     /// How replicas' `resources.cpu` and `resources.memory` are enforced.
     pub replica_limits: limits::LimitMode,
+    /// The most bytes one model's download may take; a service's
+    /// `model.maxSizeBytes` may lower it, never raise it.
+    pub max_model_bytes: u64,
 }
 
 impl LocalConfig {
@@ -91,6 +94,7 @@ impl LocalConfig {
             progress: None,
             storage_env: std::collections::BTreeMap::new(),
             replica_limits: limits::LimitMode::Auto,
+            max_model_bytes: inferd_storage::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -248,7 +252,9 @@ impl ControlPlane {
         router.set_activation_hook(Arc::new(move |service: &str, revision: &str| {
             let _ = activations_tx.send((service.to_owned(), revision.to_owned()));
         }));
-        let mut storage = Storage::new(state.cache_dir()).with_env(config.storage_env.clone());
+        let mut storage = Storage::new(state.cache_dir())
+            .with_env(config.storage_env.clone())
+            .with_max_bytes(config.max_model_bytes);
         if let Some(p) = &config.progress {
             storage = storage.with_progress(Arc::clone(p));
         }

@@ -171,3 +171,71 @@ async fn commit_dir_keeps_an_existing_folder() {
         0
     );
 }
+
+/// Commits `body` as `name` and, with a URI, records it in the index.
+async fn cached(cache: &Cache, uri: Option<&str>, name: &str, body: &[u8]) -> String {
+    let temp = cache.temp_file().expect("temp");
+    std::fs::write(temp.path(), body).expect("write");
+    let digest = sha256_hex(body);
+    cache
+        .commit_file(temp.into_temp_path(), &digest, name)
+        .await
+        .expect("commit");
+    if let Some(uri) = uri {
+        cache
+            .record(&IndexEntry {
+                uri: uri.to_string(),
+                sha256: digest.clone(),
+                bytes: body.len() as u64,
+                file_name: Some(name.to_string()),
+                objects: vec![record(name, body.len() as u64, Some("e"), None)],
+            })
+            .await
+            .expect("record");
+    }
+    digest
+}
+
+#[tokio::test]
+async fn garbage_collection_keeps_what_is_named_and_removes_the_rest() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = Cache::new(dir.path().join("cache"));
+    cache.prepare().await.expect("prepare");
+    let kept = cached(&cache, Some("http://h/kept.onnx"), "kept.onnx", b"kept").await;
+    let old = cached(&cache, Some("http://h/old.onnx"), "old.onnx", b"old model").await;
+    let pinned = cached(&cache, None, "pinned.onnx", b"pinned").await;
+    let stray = cached(&cache, None, "stray.onnx", b"stray").await;
+    // An interrupted download.
+    std::fs::write(cache.tmp().join(".part-x"), b"partial").expect("write");
+    let mut keep = crate::Retain::default();
+    keep.keep("http://h/kept.onnx", None);
+    keep.keep(
+        "http://h/pinned.onnx",
+        Some(&format!("sha256:{}", pinned.to_uppercase())),
+    );
+    let collected = cache.collect_garbage(&keep).expect("collect");
+    assert_eq!(
+        collected,
+        crate::Collected {
+            entries: 2,
+            bytes: (b"old model".len() + b"stray".len()) as u64,
+        }
+    );
+    assert!(cache.digest_dir(&kept).join("kept.onnx").is_file());
+    assert!(cache.digest_dir(&pinned).join("pinned.onnx").is_file());
+    assert!(!cache.digest_dir(&old).exists());
+    assert!(!cache.digest_dir(&stray).exists());
+    assert!(cache.lookup("http://h/kept.onnx").await.is_some());
+    assert!(!cache.index_path("http://h/old.onnx").exists());
+    assert_eq!(std::fs::read_dir(cache.tmp()).expect("tmp").count(), 0);
+    // Nothing more to remove the second time; a missing cache is empty.
+    assert_eq!(
+        cache.collect_garbage(&keep).expect("again"),
+        crate::Collected::default()
+    );
+    let none = Cache::new(dir.path().join("absent"));
+    assert_eq!(
+        none.collect_garbage(&keep).expect("absent"),
+        crate::Collected::default()
+    );
+}

@@ -214,3 +214,31 @@ fn relative_names() {
     assert_eq!(relative_name("m/iris", "m/iris2/x"), None);
     assert_eq!(relative_name("m/iris", "other/x"), None);
 }
+
+#[tokio::test]
+async fn a_body_longer_than_announced_stops_at_the_limit_while_streaming() {
+    let f = Fixture::new().await;
+    f.put("m.onnx", &[7u8; 32]).await;
+    // The store announces 5 bytes; the body goes on past the limit.
+    let mut result = f.store.get(&ObjectPath::from("m.onnx")).await.expect("get");
+    result.meta.size = 5;
+    let limits = Limits {
+        max_bytes: 10,
+        ..limits()
+    };
+    let download = f.download("s3://bucket/m.onnx", limits);
+    let temp = f.cache.temp_file().expect("temp");
+    let (file, temp_path) = temp.into_parts();
+    let mut file = tokio::fs::File::from_std(file);
+    let progress = Reporting::start(&f.progress, "s3://bucket/m.onnx", None);
+    let e = download
+        .copy(result, "m.onnx", &mut file, &temp_path, &progress, 10)
+        .await
+        .expect_err("over the limit");
+    assert_eq!(e.kind(), "too_large", "{e}");
+    assert!(e.to_string().contains("over the limit of 10 bytes"), "{e}");
+    // At most the limit was written.
+    assert!(file.metadata().await.expect("meta").len() <= 10);
+    drop((file, progress, temp_path));
+    assert_eq!(f.temp_entries(), 0);
+}

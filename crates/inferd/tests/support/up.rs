@@ -45,6 +45,13 @@ impl Up {
     }
 
     pub fn start_in(state: tempfile::TempDir, args: &[&str]) -> Up {
+        // `up` refuses a state directory others can reach (tempfile makes
+        // them 0755).
+        std::fs::set_permissions(
+            state.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod 700 the state dir");
         let mut child = inferd()
             .arg("up")
             .args(["--port", "0", "--grpc-port", "0"])

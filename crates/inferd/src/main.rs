@@ -447,6 +447,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is not a size in bytes, such as 17179869184 or 16Gi"))
 }
 
+/// jemalloc, whose background threads return the pages a load storm took
+/// (connections, held requests) to the system once it is over; glibc's
+/// allocator keeps them.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Manifests(which) = &cli.command {

@@ -861,11 +861,21 @@ fn resources_are_enforced_on_replicas() {
                 .status
                 .success()
         );
-        up.wait_until("iris", "the small revision fails", |v| {
+        let view = up.wait_until("iris", "the small revision fails", |v| {
             v.revisions
                 .iter()
                 .any(|r| r.name == "iris-00002" && r.state == "Failed")
         });
+        if line.contains("(cgroup") {
+            // The kernel's kill is named for what it is.
+            let failed = view
+                .revisions
+                .iter()
+                .find(|r| r.name == "iris-00002")
+                .and_then(|r| r.reason.clone())
+                .unwrap_or_default();
+            assert!(failed.contains("out of memory"), "{failed}");
+        }
         for _ in 0..20 {
             assert_eq!(infer(up.router, None), (200, "iris-00001".to_owned()));
         }

@@ -216,6 +216,28 @@ impl Enforcer {
         }
     }
 
+    /// Whether the kernel killed replica `id`'s last process for passing
+    /// its memory limit (read before [`Enforcer::release`]).
+    pub fn oom_killed(&self, id: &str, limits: &ReplicaLimits) -> bool {
+        let Enforcer::Cgroups(c) = self else {
+            return false;
+        };
+        if limits.memory_bytes.is_none() {
+            return false;
+        }
+        let events = match c {
+            Cgroups::V1 { memory, .. } => memory.join(id).join("memory.oom_control"),
+            Cgroups::V2 { root } => root.join(id).join("memory.events"),
+        };
+        std::fs::read_to_string(events).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    }
+
     /// Forgets replica `id`'s group once its process has exited.
     pub fn release(&self, id: &str) {
         if let Enforcer::Cgroups(c) = self {
@@ -529,6 +551,13 @@ mod tests {
         assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
         assert_eq!(read(memory.join("memory.limit_in_bytes")), "1073741824");
         assert_eq!(read(memory.join("cgroup.procs")), "42");
+        assert!(!e.oom_killed("r1", &limits));
+        std::fs::write(
+            memory.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        .expect("write");
+        assert!(e.oom_killed("r1", &limits));
         // A plain folder keeps its files, so release cannot remove it here;
         // the kernel's groups have none that count.
         e.release("r1");

@@ -664,6 +664,17 @@ impl Supervisor {
         let exit = describe_wait(&status);
         self.backoff.failed();
         let output = last_error_line(&self.spec.log_path, running.log_offset);
+        let why = why.or_else(|| {
+            self.config
+                .enforcer
+                .oom_killed(&self.spec.id, &self.spec.limits)
+                .then(|| {
+                    format!(
+                        "out of memory: killed past its memory limit ({} bytes, resources.memory)",
+                        self.spec.limits.memory_bytes.unwrap_or_default()
+                    )
+                })
+        });
         self.log_line(&format!("pid {} {exit}", pid_text(running.pid)));
         let message = match (why, output) {
             (Some(why), Some(output)) => Some(format!("{why}; last error: {output}")),

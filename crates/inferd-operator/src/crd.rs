@@ -266,6 +266,25 @@ pub fn make_structural(schema: Value) -> Value {
     if let Some(Value::Array(values)) = m.get_mut("enum") {
         values.retain(|v| !v.is_null());
     }
+    // Unsigned formats are not among the API server's (it warns
+    // `unrecognized format "uint32"`): the signed one that holds every value,
+    // with the unsigned type's bounds.
+    if let Some(Value::String(format)) = m.get("format").cloned() {
+        let unsigned = match format.as_str() {
+            "uint8" => Some(("int32", Some(u64::from(u8::MAX)))),
+            "uint16" => Some(("int32", Some(u64::from(u16::MAX)))),
+            "uint32" => Some(("int64", Some(u64::from(u32::MAX)))),
+            "uint64" | "uint" => Some(("int64", None)),
+            _ => None,
+        };
+        if let Some((signed, max)) = unsigned {
+            m.insert("format".to_owned(), Value::String(signed.to_owned()));
+            m.entry("minimum".to_owned()).or_insert_with(|| json!(0));
+            if let Some(max) = max {
+                m.entry("maximum".to_owned()).or_insert_with(|| json!(max));
+            }
+        }
+    }
     let mut out = Map::new();
     for (k, v) in m {
         let v = match (k.as_str(), v) {

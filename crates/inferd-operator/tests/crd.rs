@@ -156,6 +156,76 @@ fn normalize(v: Value) -> Value {
     }
 }
 
+/// Every `format` in `schema`, with its path.
+fn formats(schema: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match schema {
+        Value::Object(m) => {
+            if let Some(Value::String(f)) = m.get("format") {
+                out.push((path.to_owned(), f.clone()));
+            }
+            for (k, v) in m {
+                formats(v, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(list) => {
+            for (i, v) in list.iter().enumerate() {
+                formats(v, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_format_is_one_the_api_server_knows() {
+    // The formats kube-apiserver validates (k8s.io/apiextensions-apiserver's
+    // supported list); any other draws a warning on every apply.
+    const KNOWN: [&str; 24] = [
+        "bsonobjectid",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "uuid3",
+        "uuid4",
+        "uuid5",
+        "isbn",
+        "isbn10",
+        "isbn13",
+        "creditcard",
+        "ssn",
+        "hexcolor",
+        "rgbcolor",
+        "byte",
+        "password",
+        "date",
+        "duration",
+        "datetime",
+    ];
+    let schema = structural_schema();
+    let mut found = Vec::new();
+    formats(&schema, "", &mut found);
+    let unknown: Vec<_> = found
+        .iter()
+        .filter(|(_, f)| {
+            !KNOWN.contains(&f.as_str())
+                && !["int32", "int64", "float", "double", "date-time"].contains(&f.as_str())
+        })
+        .collect();
+    assert!(unknown.is_empty(), "{unknown:?}");
+    // The unsigned fields keep their bounds.
+    let batch = &schema["properties"]["spec"]["properties"]["predictor"]["properties"]["batching"]
+        ["properties"]["maxBatchSize"];
+    assert_eq!(batch["format"], "int64");
+    assert_eq!(batch["minimum"], 0.0);
+    assert_eq!(batch["maximum"], json!(u32::MAX));
+    assert!(found.iter().any(|(_, f)| f == "int64"));
+}
+
 #[test]
 fn conversion_to_k8s_type_is_lossless() {
     let schema = structural_schema();

@@ -281,9 +281,45 @@ fn cgroup_error(path: &Path, reason: impl fmt::Display) -> CgroupError {
     }
 }
 
+/// Removes the groups that `up`s no longer running left under `parent`
+/// (one killed has no chance to remove its own): `inferd-PID` folders whose
+/// process is gone, with their replicas' (empty) groups.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("inferd-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        if let Ok(children) = std::fs::read_dir(&dir) {
+            for child in children.flatten() {
+                if child.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+        }
+        if std::fs::remove_dir(&dir).is_ok() {
+            tracing::debug!(group = %dir.display(), "removed a stale replica group");
+        }
+    }
+}
+
 /// Makes `dir` (it may exist from an earlier `up` of the same pid) and
 /// checks that it can be written.
 fn make_group(dir: &Path) -> Result<(), CgroupError> {
+    if let Some(parent) = dir.parent() {
+        sweep_stale(parent);
+    }
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -642,6 +678,23 @@ mod tests {
                 .launcher("r", &cpu_only, Path::new("/bin/sh"), &args)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn groups_left_by_ups_that_are_gone_are_removed() {
+        let base = tempfile::tempdir().expect("tmp");
+        std::fs::write(base.path().join("cgroup.controllers"), "cpu memory\n").expect("write");
+        // A pid that cannot be running, and ours.
+        let stale = base.path().join("inferd-4194305");
+        std::fs::create_dir_all(stale.join("iris-00001-1")).expect("mkdir");
+        let ours = base.path().join(format!("inferd-{}", std::process::id()));
+        std::fs::create_dir_all(&ours).expect("mkdir");
+        let other = base.path().join("not-ours");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        Enforcer::choose(LimitMode::Cgroup, base.path(), "0::/\n", "inferd-5").expect("v2");
+        assert!(!stale.exists());
+        assert!(ours.exists());
+        assert!(other.exists());
     }
 
     #[test]

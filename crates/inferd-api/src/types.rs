@@ -94,10 +94,12 @@ pub struct PredictorSpec {
     pub container_concurrency: Option<u32>,
     /// Deadline of one request, in seconds (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = crate::validate::MAX_TIMEOUT_SECONDS)))]
     pub timeout_seconds: Option<u32>,
     /// Share of traffic, in percent, for the newest ready revision while the previous
     /// ready one takes the rest; absent: the newest takes all once ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(max = 100)))]
     pub canary_traffic_percent: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<Batching>,

@@ -172,9 +172,13 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {
+            // With the apiVersion the API server would default, so that
+            // the stored selector (atomic under server-side apply) equals
+            // the applied one, and a second field manager applying the
+            // same install (the Helm chart) co-owns it without a conflict.
             field_ref: Some(ObjectFieldSelector {
+                api_version: Some("v1".to_owned()),
                 field_path: path.to_owned(),
-                ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
         }),

@@ -445,10 +445,15 @@ pub async fn connect_and_run(
             let leading = elector.subscribe();
             let work = run(client, config, shutdown.clone());
             // A standby stops at once; a leader stops its controller (same
-            // signal), which ends `run` and releases the Lease.
+            // signal), which ends `run` and releases the Lease. "Leader"
+            // means has led: once its controller has stopped the flag is
+            // false again while the release is still on its way, and
+            // stopping then would drop the release (the standbys would
+            // wait out the lease duration).
             let standby_stops = async move {
                 shutdown.await;
-                if *leading.borrow() {
+                let has_led = leading.has_changed().unwrap_or(true);
+                if *leading.borrow() || has_led {
                     std::future::pending::<()>().await;
                 }
             };

@@ -10,7 +10,8 @@
 //!   that this process feeds through a pipe: when this process ends, however
 //!   it ends (a panic, an abort, SIGKILL), the pipe closes, and the watchdog
 //!   stops what the run started (by PID, through the kit's `stop`), removes
-//!   the data directory and only then releases the lock.
+//!   the data directory (kept with `INFERD_K8S_KEEP=1`, for its logs) and
+//!   only then releases the lock.
 //! - Where the kit is absent the suite says so loudly and its tests pass
 //!   without doing anything; where it is present, a failure to start fails
 //!   every test with the start log.
@@ -183,7 +184,7 @@ fn start() -> Result<Option<Cluster>, String> {
 echo locked
 cat >/dev/null
 "$KIT/start-cluster.sh" stop >>"$ROOT/stop.log" 2>&1
-if ! grep -q " $ROOT/" /proc/mounts; then rm -rf "$ROOT"; fi
+if [ -z "$KEEP" ] && ! grep -q " $ROOT/" /proc/mounts; then rm -rf "$ROOT"; fi
 "#;
     let mut watchdog = Command::new("flock");
     watchdog
@@ -191,6 +192,11 @@ if ! grep -q " $ROOT/" /proc/mounts; then rm -rf "$ROOT"; fi
         .arg(&lock)
         .args(["sh", "-c", script])
         .env("KIT", &kit)
+        // INFERD_K8S_KEEP=1 keeps the data directory (logs) for a look.
+        .env(
+            "KEEP",
+            std::env::var_os("INFERD_K8S_KEEP").unwrap_or_default(),
+        )
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -11,6 +11,7 @@
 
 mod cluster;
 mod install;
+mod leader;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -116,6 +117,16 @@ fn install(cluster: &'static Cluster) -> Result<Installed, String> {
                 .then_some(())
         },
     );
+    // One of them may have led and been stopped before it could release
+    // the Lease: a test's operator would wait out its duration.
+    kubectl.ok(&[
+        "delete",
+        "lease",
+        OPERATOR,
+        "-n",
+        SYSTEM_NAMESPACE,
+        "--ignore-not-found",
+    ]);
     let operator_kubeconfig = cluster.service_account_kubeconfig(SYSTEM_NAMESPACE, OPERATOR);
     Ok(Installed {
         cluster,

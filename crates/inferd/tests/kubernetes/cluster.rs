@@ -70,14 +70,19 @@ pub fn cluster() -> Option<&'static Cluster> {
     }
 }
 
-/// The kit's directory, if this machine has it.
+/// The kit's directory, if this machine has it: `INFERD_K8S_DIR`, else
+/// `shared/k8s` beside the repository or beside one of its parents (a clone
+/// made elsewhere in the same workplace finds it too).
 fn kit_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("INFERD_K8S_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo("../shared/k8s"));
-    dir.join("start-cluster.sh")
-        .is_file()
-        .then(|| dir.canonicalize().unwrap_or(dir))
+    let has_kit = |dir: &Path| dir.join("start-cluster.sh").is_file();
+    if let Some(dir) = std::env::var_os("INFERD_K8S_DIR").map(PathBuf::from) {
+        return has_kit(&dir).then(|| dir.canonicalize().unwrap_or(dir));
+    }
+    let repo = repo("").canonicalize().ok()?;
+    repo.ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/k8s"))
+        .find(|dir| has_kit(dir))
 }
 
 /// Where the kit's binaries are unpacked once and each run's data

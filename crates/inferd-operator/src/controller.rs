@@ -448,7 +448,7 @@ pub async fn connect_and_run(
             // signal), which ends `run` and releases the Lease.
             let standby_stops = async move {
                 shutdown.await;
-                if *leading.borrow() {
+                if !standby_may_stop(&leading) {
                     std::future::pending::<()>().await;
                 }
             };
@@ -462,6 +462,16 @@ pub async fn connect_and_run(
             Ok(())
         }
     }
+}
+
+/// Whether a replica told to shut down may stop at once: only one that
+/// never led. One that leads, or led (its controller may already have
+/// stopped, its Lease's release still in flight), finishes through the
+/// elector, which releases the Lease; stopping it there would leave the
+/// Lease held until it expires.
+fn standby_may_stop(leading: &tokio::sync::watch::Receiver<bool>) -> bool {
+    // The elector sends only when this replica starts or stops leading.
+    !*leading.borrow() && !leading.has_changed().unwrap_or(true)
 }
 
 /// How often the operator looks again whether the Prometheus Operator is

@@ -445,15 +445,10 @@ pub async fn connect_and_run(
             let leading = elector.subscribe();
             let work = run(client, config, shutdown.clone());
             // A standby stops at once; a leader stops its controller (same
-            // signal), which ends `run` and releases the Lease. "Leader"
-            // means has led: once its controller has stopped the flag is
-            // false again while the release is still on its way, and
-            // stopping then would drop the release (the standbys would
-            // wait out the lease duration).
+            // signal), which ends `run` and releases the Lease.
             let standby_stops = async move {
                 shutdown.await;
-                let has_led = leading.has_changed().unwrap_or(true);
-                if *leading.borrow() || has_led {
+                if !standby_may_stop(&leading) {
                     std::future::pending::<()>().await;
                 }
             };
@@ -467,6 +462,16 @@ pub async fn connect_and_run(
             Ok(())
         }
     }
+}
+
+/// Whether a replica told to shut down may stop at once: only one that
+/// never led. One that leads, or led (its controller may already have
+/// stopped, its Lease's release still in flight), finishes through the
+/// elector, which releases the Lease; stopping it there would leave the
+/// Lease held until it expires.
+fn standby_may_stop(leading: &tokio::sync::watch::Receiver<bool>) -> bool {
+    // The elector sends only when this replica starts or stops leading.
+    !*leading.borrow() && !leading.has_changed().unwrap_or(true)
 }
 
 /// How often the operator looks again whether the Prometheus Operator is

@@ -734,3 +734,14 @@ async fn events_tell_what_changed() {
     assert_eq!(created["reportingController"], "inferd-operator");
     assert_eq!(created["note"], "iris-00001 serves s3://models/iris/1");
 }
+
+#[test]
+fn only_a_replica_that_never_led_stops_without_the_elector() {
+    let (leader, leading) = tokio::sync::watch::channel(false);
+    assert!(standby_may_stop(&leading));
+    leader.send_replace(true);
+    assert!(!standby_may_stop(&leading), "leading");
+    // The controller stopped, the release is in flight: still not.
+    leader.send_replace(false);
+    assert!(!standby_may_stop(&leading), "led; releasing the Lease");
+}

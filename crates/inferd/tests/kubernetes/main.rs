@@ -12,6 +12,7 @@
 mod cluster;
 mod install;
 mod leader;
+mod operator;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -11,6 +11,7 @@
 
 mod cluster;
 mod install;
+mod pods;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,12 @@ fn input() -> String {
 
 /// The expected labels and probabilities of the input's rows (the first
 /// rows of `expected.json`).
-fn expected() -> (Vec<i64>, Vec<f64>) {
+fn expected() -> &'static (Vec<i64>, Vec<f64>) {
+    static EXPECTED_ROWS: OnceLock<(Vec<i64>, Vec<f64>)> = OnceLock::new();
+    EXPECTED_ROWS.get_or_init(read_expected)
+}
+
+fn read_expected() -> (Vec<i64>, Vec<f64>) {
     let input: Value = serde_json::from_str(&input()).expect("JSON");
     let rows = input["inputs"][0]["shape"][0].as_u64().expect("rows") as usize;
     let expected: Value =
@@ -98,7 +103,7 @@ fn check_v2(got: &Value, model: &str) -> Result<(), String> {
     let got_labels: Option<Vec<i64>> = label["data"]
         .as_array()
         .and_then(|d| d.iter().map(Value::as_i64).collect());
-    if got_labels.as_ref() != Some(&labels) {
+    if got_labels.as_ref() != Some(labels) {
         return Err(format!("labels {:?}, expected {labels:?}", label["data"]));
     }
     let got_probs: Option<Vec<f64>> = probs["data"]
@@ -107,7 +112,7 @@ fn check_v2(got: &Value, model: &str) -> Result<(), String> {
     let close = got_probs.as_ref().is_some_and(|g| {
         g.len() == probabilities.len()
             && g.iter()
-                .zip(&probabilities)
+                .zip(probabilities)
                 .all(|(g, e)| (g - e).abs() <= 1e-5)
     });
     if !close {
@@ -356,14 +361,7 @@ fn requests_through_the_routers_cluster_ip_reach_a_revision_pod() {
 
     // The Service named after the InferenceService selects the router
     // pods, not the revision's.
-    let service = scenario.get("service", "iris").expect("the Service");
-    let selector: Vec<String> = service["spec"]["selector"]
-        .as_object()
-        .expect("a selector")
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().expect("a label value")))
-        .collect();
-    let routers = scenario.list("pods", &["-l", &selector.join(",")]);
+    let routers = router_pods(&scenario, "iris");
     assert_eq!(routers.len(), 1, "one router pod");
     assert!(
         pod_name(&routers[0]).starts_with("inferd-router-"),
@@ -559,29 +557,38 @@ fn container_processes(container_id: &str) -> Vec<u32> {
     pids
 }
 
-/// The sum of the router's `inferd_router_retries_total` over its series,
-/// read from each router pod of the namespace (port `http`, `/metrics`).
-fn router_retries(scenario: &Scenario) -> u64 {
-    let routers = scenario.list("pods", &["-l", "app.kubernetes.io/name=inferd-router"]);
+/// The router pods of service `name`: those the Service named after it
+/// selects.
+fn router_pods(scenario: &Scenario, name: &str) -> Vec<Value> {
+    let service = scenario.get("service", name).expect("the Service");
+    let selector: Vec<String> = service["spec"]["selector"]
+        .as_object()
+        .expect("a selector")
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().expect("a label value")))
+        .collect();
+    scenario.list("pods", &["-l", &selector.join(",")])
+}
+
+/// The sum of `inferd_router_retries_total` over its series and the router
+/// pods of service `name` (their `/metrics` on the http port, by pod IP).
+fn router_retries(scenario: &Scenario, name: &str) -> u64 {
+    let routers = router_pods(scenario, name);
+    assert!(!routers.is_empty(), "no router pod for {name}");
     let mut total = 0;
     for pod in routers {
-        let Some(ip) = pod["status"]["podIP"]
+        let ip: Ipv4Addr = pod["status"]["podIP"]
             .as_str()
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-        else {
-            continue;
-        };
-        let Ok(reply) = http::try_request(
-            SocketAddr::from((ip, 8080)),
-            "GET",
-            "/metrics",
-            b"",
-            Duration::from_secs(10),
-        ) else {
-            continue;
-        };
-        total += reply
-            .text()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| panic!("{} has no pod IP", pod_name(&pod)));
+        let reply = http::get(SocketAddr::from((ip, 8080)), "/metrics");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let text = reply.text();
+        assert!(
+            text.contains("# TYPE inferd_router_retries counter"),
+            "{text}"
+        );
+        total += text
             .lines()
             .filter(|l| l.starts_with("inferd_router_retries_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -632,7 +639,7 @@ fn a_replica_killed_under_load_fails_no_request() {
         1,
         "one inferd process in {victim_name}'s container (its processes: {pids:?})"
     );
-    let retries_before = router_retries(&scenario);
+    let retries_before = router_retries(&scenario, "iris");
 
     let load = Load::start(addr, "iris");
     load.wait_answers(20);
@@ -658,7 +665,7 @@ fn a_replica_killed_under_load_fails_no_request() {
     let back = killed.elapsed();
     load.wait_answers(20);
     let tally = load.finish();
-    let retries = router_retries(&scenario) - retries_before;
+    let retries = router_retries(&scenario, "iris") - retries_before;
     eprintln!(
         "a replica SIGKILLed under load: Ready again after {back:.1?}; {} requests, {} failed, \
          {retries} retried by the router, answered by {:?}",

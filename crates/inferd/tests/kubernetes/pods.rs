@@ -418,8 +418,11 @@ fn a_service_at_zero_replicas_answers_its_first_request() {
         return;
     };
     let _operator = scenario.leading_operator("e2e-scale-to-zero-operator", &[]);
-    // The shortest windows the autoscaler accepts: a 6 s stable window and
-    // a 6 s grace period (Knative's minimums).
+    // The operator's autoscaler (the KPA of inferd-control, ticked every
+    // 2 s) removes a revision's last replica once the stable window has
+    // seen no request and the router has been in front of it for the
+    // scale-to-zero grace period. Both at the shortest the autoscaler
+    // accepts (Knative's minimums): 6 s each.
     let yaml = iris(
         "iris",
         "    minReplicas: 0\n",
@@ -442,6 +445,10 @@ fn a_service_at_zero_replicas_answers_its_first_request() {
     );
     eprintln!("idle to zero replicas and no pods: {:.1?}", idle.elapsed());
     let isvc = scenario.get(ISVC, "iris").expect("the InferenceService");
+    eprintln!(
+        "at zero replicas the InferenceService is Ready={:?}",
+        condition(&isvc, "Ready")
+    );
     assert_eq!(
         isvc["status"]["traffic"][0]["revisionName"], "iris-00001",
         "the revision at zero keeps its traffic: {}",
@@ -708,8 +715,10 @@ impl InClusterOperator {
     }
 }
 
-impl Drop for InClusterOperator {
-    fn drop(&mut self) {
+impl InClusterOperator {
+    /// Scales the Deployment to zero and waits for its pods to go and its
+    /// Lease to be free; how that ended.
+    fn restore(&self) -> String {
         let run = |args: &[&str]| self.kubectl.run(args, None);
         let scaled = run(&[
             "scale",
@@ -720,8 +729,8 @@ impl Drop for InClusterOperator {
             "--replicas=0",
         ]);
         if !scaled.status.success() {
-            eprintln!(
-                "could not scale {OPERATOR} back to 0: {}",
+            return format!(
+                "could not scale {OPERATOR} to 0: {}",
                 String::from_utf8_lossy(&scaled.stderr)
             );
         }
@@ -741,8 +750,7 @@ impl Drop for InClusterOperator {
                 break;
             }
             if Instant::now() > deadline {
-                eprintln!("the in-cluster operator pods are still there");
-                return;
+                return "its pods are still there".to_owned();
             }
             thread::sleep(Duration::from_millis(200));
         }
@@ -761,25 +769,36 @@ impl Drop for InClusterOperator {
                 "json",
             ]);
             let Ok(lease) = serde_json::from_slice::<Value>(&out.stdout) else {
-                return;
+                return "no Lease".to_owned();
             };
             let spec = &lease["spec"];
             if spec["holderIdentity"].as_str().is_none_or(str::is_empty) {
-                return;
+                return "pods gone, Lease released".to_owned();
             }
             let duration = Duration::from_secs(spec["leaseDurationSeconds"].as_u64().unwrap_or(15));
             let renew = spec["renewTime"].as_str().unwrap_or_default().to_owned();
             match &last_renew {
                 Some((seen, at)) if *seen == renew => {
                     if at.elapsed() > duration + Duration::from_secs(1) {
-                        return;
+                        return "pods gone, Lease expired".to_owned();
                     }
                 }
                 _ => last_renew = Some((renew, Instant::now())),
             }
             thread::sleep(Duration::from_millis(500));
         }
-        eprintln!("the operator's Lease is still held");
+        "the Lease is still renewed".to_owned()
+    }
+}
+
+impl Drop for InClusterOperator {
+    fn drop(&mut self) {
+        let started = Instant::now();
+        let outcome = self.restore();
+        eprintln!(
+            "the in-cluster operator scaled back to 0 in {:.1?}: {outcome}",
+            started.elapsed()
+        );
     }
 }
 

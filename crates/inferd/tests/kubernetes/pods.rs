@@ -430,6 +430,8 @@ fn a_service_at_zero_replicas_answers_its_first_request() {
     );
     let (addr, _, answering) = serve(&scenario, "iris", &yaml);
     eprintln!("minReplicas 0: first right answer after {answering:.1?}");
+    let isvc = scenario.get(ISVC, "iris").expect("the InferenceService");
+    let ready_since = ready_transition(&isvc);
 
     // Idle, it goes to zero: no replicas wanted, no pods left.
     let idle = Instant::now();
@@ -444,11 +446,16 @@ fn a_service_at_zero_replicas_answers_its_first_request() {
         },
     );
     eprintln!("idle to zero replicas and no pods: {:.1?}", idle.elapsed());
+    // Ready throughout, as in Knative: a revision that served is ready at
+    // zero, the router holding its requests.
     let isvc = scenario.get(ISVC, "iris").expect("the InferenceService");
-    eprintln!(
-        "at zero replicas the InferenceService is Ready={:?}",
-        condition(&isvc, "Ready")
+    assert_eq!(
+        condition(&isvc, "Ready"),
+        Some("True"),
+        "{}",
+        isvc["status"]
     );
+    assert_eq!(ready_transition(&isvc), ready_since, "{}", isvc["status"]);
     assert_eq!(
         isvc["status"]["traffic"][0]["revisionName"], "iris-00001",
         "the revision at zero keeps its traffic: {}",

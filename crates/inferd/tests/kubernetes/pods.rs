@@ -787,7 +787,10 @@ impl InClusterOperator {
             match &last_renew {
                 Some((seen, at)) if *seen == renew => {
                     if at.elapsed() > duration + Duration::from_secs(1) {
-                        return "pods gone, Lease expired".to_owned();
+                        return format!(
+                            "pods gone, Lease expired (not released by {})",
+                            spec["holderIdentity"]
+                        );
                     }
                 }
                 _ => last_renew = Some((renew, Instant::now())),

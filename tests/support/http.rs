@@ -39,6 +39,10 @@ impl Reply {
 
 /// Sends one request and reads the whole reply.
 pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
+    send_raw(addr, &raw_request(addr, method, path, body))
+}
+
+fn raw_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if method != "GET" || !body.is_empty() {
         head.push_str(&format!("Content-Length: {}\r\n", body.len()));
@@ -46,7 +50,45 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply
     head.push_str("\r\n");
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
-    send_raw(addr, &raw)
+    raw
+}
+
+/// Like [`request`], but a connection that fails (refused, reset, timed
+/// out after `timeout`) or a reply that is not HTTP is an error, not a
+/// panic: for load loops that count failures.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("socket timeout: {e}"))?;
+    stream
+        .write_all(&raw_request(addr, method, path, body))
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut bytes = Vec::new();
+    stream
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("read from {addr} ({} bytes read): {e}", bytes.len()))?;
+    let complete = bytes.windows(4).any(|w| w == b"\r\n\r\n")
+        && bytes.starts_with(b"HTTP/1.")
+        && bytes
+            .get(9..12)
+            .and_then(|code| std::str::from_utf8(code).ok())
+            .is_some_and(|code| code.parse::<u16>().is_ok());
+    if !complete {
+        return Err(format!(
+            "not an HTTP reply from {addr}: {:?}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    Ok(parse(&bytes))
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Reply {

@@ -352,6 +352,7 @@ pub fn reconcile_scaled(
             generation: isvc.metadata.generation,
             plan: &plan,
             seen: &seen,
+            scales: &scales,
             now,
         },
         recorded,
@@ -427,6 +428,8 @@ struct StatusInput<'a> {
     generation: Option<i64>,
     plan: &'a TrafficPlan,
     seen: &'a BTreeMap<String, RevisionObserved>,
+    /// The replicas each planned revision's Deployment is given.
+    scales: &'a BTreeMap<String, Scale>,
     now: SystemTime,
 }
 
@@ -445,12 +448,19 @@ fn status(
         generation,
         plan,
         seen,
+        scales,
         now,
     } = input;
     let observed = |r: &str| seen.get(r).cloned().unwrap_or_default();
     let serving: Vec<&PlannedRevision> = plan.revisions.iter().filter(|r| r.percent > 0).collect();
-    let predictor_ready =
-        !serving.is_empty() && serving.iter().all(|r| observed(&r.name).ready_replicas > 0);
+    // A revision that served and that the autoscaler scaled to zero is
+    // ready, as in Knative and the local backend: the router holds its
+    // requests while it scales up again.
+    let revision_ready = |r: &PlannedRevision| {
+        let o = observed(&r.name);
+        o.ready_replicas > 0 || (o.ever_ready && scales.get(&r.name) == Some(&Scale::Replicas(0)))
+    };
+    let predictor_ready = !serving.is_empty() && serving.iter().all(|r| revision_ready(r));
     let latest_failed = plan
         .latest
         .as_deref()

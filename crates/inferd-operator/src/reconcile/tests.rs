@@ -152,6 +152,51 @@ fn a_ready_revision_is_rolled_out_and_recorded() {
 }
 
 #[test]
+fn a_revision_scaled_to_zero_after_serving_stays_ready() {
+    let options = ReconcileOptions::default();
+    let mut object = isvc("s3://models/iris/1", 1);
+    object.spec.predictor.min_replicas = Some(0);
+    pass(&mut object, &[], T0, &options);
+    pass(&mut object, &[ready("iris-00001", 1)], T0 + 1, &options);
+    let ready_since = object.status.as_ref().expect("status").conditions[2]
+        .last_transition_time
+        .clone();
+
+    // The autoscaler takes it to zero: no replica is ready, and none is
+    // wanted. The router holds requests while it scales up again.
+    let at_zero = ObservedDeployment {
+        replicas: Some(0),
+        ..ready("iris-00001", 0)
+    };
+    let idle = Inputs {
+        decided: BTreeMap::from([("iris-00001".to_owned(), 0)]),
+        ..Inputs::default()
+    };
+    let a = reconcile_scaled(&object, &[at_zero], &idle, at(T0 + 60), &options).expect("reconcile");
+    assert_eq!(
+        summary(&a)[0],
+        ("Deployment", "iris-00001".to_owned(), Some(0))
+    );
+    let s = &a.status;
+    assert_eq!(condition(s, "Ready"), Some("True"));
+    assert_eq!(condition(s, "PredictorReady"), Some("True"));
+    assert_eq!(s.conditions[2].last_transition_time, ready_since);
+    assert!(!a.events.iter().any(|e| e.reason == "NotReady"));
+
+    // Replicas wanted and none ready (they crashed): not ready.
+    let lost = ObservedDeployment {
+        replicas: Some(1),
+        ..ready("iris-00001", 0)
+    };
+    let busy = Inputs {
+        decided: BTreeMap::from([("iris-00001".to_owned(), 1)]),
+        ..Inputs::default()
+    };
+    let a = reconcile_scaled(&object, &[lost], &busy, at(T0 + 90), &options).expect("reconcile");
+    assert_eq!(condition(&a.status, "Ready"), Some("False"));
+}
+
+#[test]
 fn a_template_change_makes_a_revision_and_rolls_out_when_ready() {
     let options = ReconcileOptions::default();
     let mut object = isvc("s3://models/iris/1", 1);

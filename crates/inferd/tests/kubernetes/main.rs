@@ -13,6 +13,7 @@ mod cluster;
 mod install;
 mod leader;
 mod operator;
+mod pods;
 
 use std::path::PathBuf;
 use std::process::Command;

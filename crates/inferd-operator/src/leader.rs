@@ -348,16 +348,39 @@ impl LeaseLock {
     /// Gives the Lease up, if the record last seen names this replica:
     /// clears the holder and shortens the duration to one second, with the
     /// resourceVersion last seen, so that a follower takes over at its next
-    /// attempt. `Ok(false)` when there was nothing to release or the Lease
-    /// changed meanwhile.
+    /// attempt. When that write meets a newer Lease (a renewal that was
+    /// dropped while in flight may still have reached the server), the Lease
+    /// is read again and released if it still names this replica.
+    /// `Ok(false)` when there was nothing to release or another replica
+    /// holds it now.
     pub async fn release(&self, now: SystemTime) -> Result<bool> {
         let Some(current) = self.observed().lease.clone() else {
             return Ok(false);
         };
-        let spec = current.spec.clone().unwrap_or_default();
-        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+        if !self.is_leader() {
             return Ok(false);
         }
+        if self.write_release(current, now).await? {
+            return Ok(true);
+        }
+        let Some(fresh) = self
+            .api
+            .get_opt(&self.config.name)
+            .await
+            .map_err(Error::Kube)?
+        else {
+            return Ok(false);
+        };
+        self.observe(fresh.clone(), now);
+        if !self.is_leader() {
+            return Ok(false);
+        }
+        self.write_release(fresh, now).await
+    }
+
+    /// Replaces `current` (which names this replica) with a released record.
+    async fn write_release(&self, current: Lease, now: SystemTime) -> Result<bool> {
+        let spec = current.spec.clone().unwrap_or_default();
         let lease = Lease {
             metadata: current.metadata,
             spec: Some(LeaseSpec {

@@ -413,6 +413,52 @@ async fn release_clears_the_holder_with_the_last_resource_version() {
     );
 }
 
+/// A renewal dropped in flight when the work ended may still have been
+/// written: the release then meets a newer resourceVersion (409), reads the
+/// Lease again and, still named in it, releases it with that version.
+#[tokio::test]
+async fn a_release_that_meets_a_newer_lease_of_its_own_reads_it_and_releases() {
+    let (conflict, conflict_body) = status(409, "Conflict");
+    let (lock, server) = lock_with(vec![
+        get_absent(),
+        create("1"),
+        Call {
+            status: conflict,
+            reply: Some(conflict_body),
+            ..replace("")
+        },
+        get(lease(Some(ME), "2", 4, 0)),
+        replace("3"),
+    ]);
+    assert!(lock.try_acquire_or_renew(at(0)).await.expect("acquire"));
+    assert!(lock.release(at(5)).await.expect("release"));
+    assert!(!lock.is_leader());
+    let requests = server.requests();
+    assert_eq!(server.methods(), ["GET", "POST", "PUT", "GET", "PUT"]);
+    assert_eq!(requests[2].body["metadata"]["resourceVersion"], "1");
+    assert_eq!(requests[4].body["metadata"]["resourceVersion"], "2");
+    assert!(requests[4].spec().get("holderIdentity").is_none());
+}
+
+/// If the newer Lease names another replica, nothing is written.
+#[tokio::test]
+async fn a_release_that_meets_a_lease_taken_over_leaves_it() {
+    let (conflict, conflict_body) = status(409, "Conflict");
+    let (lock, server) = lock_with(vec![
+        get_absent(),
+        create("1"),
+        Call {
+            status: conflict,
+            reply: Some(conflict_body),
+            ..replace("")
+        },
+        get(lease(Some(OTHER), "2", 20, 1)),
+    ]);
+    assert!(lock.try_acquire_or_renew(at(0)).await.expect("acquire"));
+    assert!(!lock.release(at(21)).await.expect("not ours any more"));
+    assert_eq!(server.methods(), ["GET", "POST", "PUT", "GET"]);
+}
+
 #[tokio::test]
 async fn nothing_is_released_when_not_the_leader() {
     let (lock, server) = lock_with(vec![get(lease(Some(OTHER), "7", 0, 0))]);

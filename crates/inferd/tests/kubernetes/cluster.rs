@@ -72,7 +72,8 @@ pub fn cluster() -> Option<&'static Cluster> {
 
 /// The kit's directory, if this machine has it: `INFERD_K8S_DIR`, else
 /// `shared/k8s` beside the repository or beside one of its parents (a clone
-/// made elsewhere in the same workplace finds it too).
+/// made elsewhere in the same workplace finds it too), else the machines'
+/// usual place, `/work/shared/k8s`.
 fn kit_dir() -> Option<PathBuf> {
     let has_kit = |dir: &Path| dir.join("start-cluster.sh").is_file();
     if let Some(dir) = std::env::var_os("INFERD_K8S_DIR").map(PathBuf::from) {
@@ -82,6 +83,7 @@ fn kit_dir() -> Option<PathBuf> {
     repo.ancestors()
         .skip(1)
         .map(|a| a.join("shared/k8s"))
+        .chain([PathBuf::from("/work/shared/k8s")])
         .find(|dir| has_kit(dir))
 }
 

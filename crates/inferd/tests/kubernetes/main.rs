@@ -97,14 +97,10 @@ fn install(cluster: &'static Cluster) -> Result<Installed, String> {
     ]);
     // The tests run the operator as local processes, one leading at a time;
     // the in-cluster replicas would take the Lease from them.
-    kubectl.ok(&[
-        "scale",
-        "deployment",
-        OPERATOR,
-        "-n",
-        SYSTEM_NAMESPACE,
-        "--replicas=0",
-    ]);
+    let scaled = scale_operator_deployment(&kubectl, 0);
+    if !scaled.status.success() {
+        return Err(String::from_utf8_lossy(&scaled.stderr).into_owned());
+    }
     wait_until(
         "the in-cluster operator pods to be gone",
         Duration::from_secs(60),
@@ -136,6 +132,21 @@ fn install(cluster: &'static Cluster) -> Result<Installed, String> {
         warnings,
         operator_kubeconfig,
     })
+}
+
+/// `kubectl scale` of the in-cluster operator Deployment.
+pub fn scale_operator_deployment(kubectl: &Kubectl, replicas: u32) -> std::process::Output {
+    kubectl.run(
+        &[
+            "scale",
+            "deployment",
+            OPERATOR,
+            "-n",
+            SYSTEM_NAMESPACE,
+            &format!("--replicas={replicas}"),
+        ],
+        None,
+    )
 }
 
 /// One test's hold on the cluster: the exclusive lock, a namespace of its

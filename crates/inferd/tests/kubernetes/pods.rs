@@ -254,6 +254,17 @@ struct Tally {
 }
 
 impl Tally {
+    /// Asserts that no request failed, listing them if some did.
+    fn assert_none_failed(&self, during: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} requests failed {during}: {:#?}",
+            self.failures.len(),
+            self.sent,
+            self.failures
+        );
+    }
+
     fn by_revision(&self) -> BTreeMap<&str, usize> {
         let mut counts = BTreeMap::new();
         for (_, revision) in &self.answers {
@@ -523,13 +534,7 @@ fn a_rollout_under_load_fails_no_request() {
         tally.by_revision()
     );
 
-    assert!(
-        tally.failures.is_empty(),
-        "{} of {} requests failed during the rollout: {:#?}",
-        tally.failures.len(),
-        tally.sent,
-        tally.failures
-    );
+    tally.assert_none_failed("during the rollout");
     let counts = tally.by_revision();
     assert!(counts.get("iris-00001") >= Some(&20), "{counts:?}");
     let late: BTreeSet<&str> = tally
@@ -691,13 +696,7 @@ fn a_replica_killed_under_load_fails_no_request() {
     // connection reset before the response head) and any sent to its
     // address before the endpoint went unready (connection refused) are
     // retried once on the other replica. So no request fails.
-    assert!(
-        tally.failures.is_empty(),
-        "{} of {} requests failed: {:#?}",
-        tally.failures.len(),
-        tally.sent,
-        tally.failures
-    );
+    tally.assert_none_failed("while a replica was killed");
     let isvc = scenario.get(ISVC, "iris").expect("the InferenceService");
     assert_eq!(
         condition(&isvc, "Ready"),
@@ -727,14 +726,7 @@ impl InClusterOperator {
     /// Lease to be free; how that ended.
     fn restore(&self) -> String {
         let run = |args: &[&str]| self.kubectl.run(args, None);
-        let scaled = run(&[
-            "scale",
-            "deployment",
-            OPERATOR,
-            "-n",
-            SYSTEM_NAMESPACE,
-            "--replicas=0",
-        ]);
+        let scaled = crate::scale_operator_deployment(&self.kubectl, 0);
         if !scaled.status.success() {
             return format!(
                 "could not scale {OPERATOR} to 0: {}",
@@ -822,14 +814,12 @@ fn the_operators_own_rollout_keeps_services_serving() {
     };
     let kubectl = &scenario.kubectl;
     let deployment = format!("deployment/{OPERATOR}");
-    kubectl.ok(&[
-        "scale",
-        "deployment",
-        OPERATOR,
-        "-n",
-        SYSTEM_NAMESPACE,
-        "--replicas=2",
-    ]);
+    let scaled = crate::scale_operator_deployment(kubectl, 2);
+    assert!(
+        scaled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scaled.stderr)
+    );
     kubectl.ok(&[
         "rollout",
         "status",
@@ -897,13 +887,7 @@ fn the_operators_own_rollout_keeps_services_serving() {
         tally.failures.len(),
         tally.by_revision()
     );
-    assert!(
-        tally.failures.is_empty(),
-        "{} of {} requests failed: {:#?}",
-        tally.failures.len(),
-        tally.sent,
-        tally.failures
-    );
+    tally.assert_none_failed("during the operator's rollout");
     // Ready throughout: the condition's transition time is the one before.
     assert_eq!(
         condition(&isvc, "Ready"),

@@ -911,3 +911,78 @@ fn ready_transition(isvc: &Value) -> Value {
         .map(|c| c["lastTransitionTime"].clone())
         .unwrap_or(Value::Null)
 }
+
+/// Sends `n` requests one after the other; the revisions that answered.
+fn tally_sequential(addr: SocketAddr, name: &str, n: usize) -> BTreeMap<String, usize> {
+    let body = input();
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let revision =
+            infer(addr, name, &body).unwrap_or_else(|e| panic!("request {i} of {n} failed: {e}"));
+        *counts.entry(revision).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_canary_share_reaches_the_new_revision_through_the_router() {
+    let Some(scenario) = Scenario::start("e2e-canary-split") else {
+        return;
+    };
+    let _operator = scenario.leading_operator("e2e-canary-split-operator", &[]);
+    let (addr, _, _) = serve(&scenario, "iris", &iris("iris", "    minReplicas: 1\n", ""));
+
+    scenario.apply(&iris(
+        "iris",
+        "    minReplicas: 1\n    canaryTrafficPercent: 20\n    env:\n    - name: CANARY\n      value: \"2\"\n",
+        "",
+    ));
+    scenario.wait_isvc("iris", "an 80/20 split with iris-00002 ready", |s| {
+        let mut split = traffic(s);
+        split.sort();
+        s["status"]["latestReadyRevision"] == "iris-00002"
+            && split == [("iris-00001".to_owned(), 80), ("iris-00002".to_owned(), 20)]
+    });
+    // The router follows the status and the new revision's EndpointSlice.
+    let body = input();
+    wait_until(
+        "the router to send a request to iris-00002",
+        Duration::from_secs(60),
+        || (infer(addr, "iris", &body).ok()? == "iris-00002").then_some(()),
+    );
+    // 400 requests at 20%: 80 expected, standard deviation 8; the bounds
+    // are five of them away, so a right split fails them about once in
+    // two million runs, while a split that ignores the share (0, 50 or
+    // 100%) fails them always.
+    let counts = tally_sequential(addr, "iris", 400);
+    eprintln!("canary 20% through the router: {counts:?}");
+    let canary = counts.get("iris-00002").copied().unwrap_or(0);
+    assert!((40..=120).contains(&canary), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 400);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // Promoted: every request to the new revision once the router has the
+    // new status.
+    scenario.apply(&iris(
+        "iris",
+        "    minReplicas: 1\n    env:\n    - name: CANARY\n      value: \"2\"\n",
+        "",
+    ));
+    scenario.wait_isvc("iris", "iris-00002 at 100%", |s| {
+        traffic(s) == [("iris-00002".to_owned(), 100)]
+    });
+    wait_until(
+        "the router to drop iris-00001",
+        Duration::from_secs(60),
+        || {
+            let counts = tally_sequential(addr, "iris", 20);
+            (counts.len() == 1 && counts.contains_key("iris-00002")).then_some(())
+        },
+    );
+    let counts = tally_sequential(addr, "iris", 100);
+    assert_eq!(
+        counts,
+        BTreeMap::from([("iris-00002".to_owned(), 100)]),
+        "after the promotion"
+    );
+}

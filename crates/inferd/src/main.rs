@@ -267,7 +267,7 @@ struct ServeArgs {
     model_repository: Vec<PathBuf>,
 
     /// Model format, when file extensions do not tell it.
-    #[arg(long, env = "INFERD_FORMAT", value_parser = ["onnx"])]
+    #[arg(long, env = "INFERD_FORMAT", value_parser = ["onnx", "xgboost", "lightgbm"])]
     format: Option<String>,
 
     /// Address to listen on.

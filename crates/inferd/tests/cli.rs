@@ -114,6 +114,116 @@ fn bad_invocations_fail_with_a_clear_message() {
     assert!(err.contains("model 'bad'"), "{err}");
 }
 
+/// Every `--format` the README names works from the binary: a model file
+/// whose extension tells nothing (`model.bin`) is served as that format and
+/// answers what the library answered; an unknown format is refused with
+/// the values that are accepted.
+#[test]
+fn every_documented_format_serves_a_model_whose_extension_tells_nothing() {
+    let cases = [
+        ("onnx", "examples/models/iris/model.onnx", None),
+        (
+            "xgboost",
+            "tests/fixtures/models/trees/xgb_regression/model.json",
+            Some("tests/fixtures/models/trees/xgb_regression/expected.json"),
+        ),
+        (
+            "lightgbm",
+            "tests/fixtures/models/trees/lgb_regression/model.txt",
+            Some("tests/fixtures/models/trees/lgb_regression/expected.json"),
+        ),
+    ];
+    for (format, model, expected) in cases {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("model.bin");
+        std::fs::copy(repo(model), &path).expect("copy the model");
+        let mut serve = Serve::start(&[
+            "--format",
+            format,
+            "--model",
+            &format!("m={}", path.display()),
+        ]);
+        let addr = serve.addr();
+        wait_ready(addr);
+        match expected {
+            None => {
+                let r = http::post(
+                    addr,
+                    "/v2/models/m/infer",
+                    r#"{"inputs":[{"name":"input","shape":[2,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2,6.7,3.0,5.2,2.3]}]}"#,
+                );
+                assert_eq!(r.status, 200, "{format}: {}", r.text());
+                assert_eq!(r.json()["outputs"][0]["data"], json!([0, 2]), "{format}");
+            }
+            Some(expected) => {
+                let expected: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(repo(expected)).expect("expected.json"),
+                )
+                .expect("expected.json is JSON");
+                // JSON cannot carry the NaNs (missing values, `null` in the
+                // file) of some rows: only the complete rows are sent.
+                let input = &expected["inputs"][0];
+                let features = input["shape"][1].as_u64().expect("shape") as usize;
+                let values = input["data"].as_array().expect("data");
+                let rows: Vec<usize> = (0..values.len() / features)
+                    .filter(|r| {
+                        values[r * features..(r + 1) * features]
+                            .iter()
+                            .all(|v| v.is_number())
+                    })
+                    .collect();
+                assert!(rows.len() >= 5, "{format}: too few complete rows");
+                let data: Vec<&serde_json::Value> = rows
+                    .iter()
+                    .flat_map(|r| &values[r * features..(r + 1) * features])
+                    .collect();
+                let body = json!({"inputs": [{
+                    "name": input["name"], "datatype": "FP32",
+                    "shape": [rows.len(), features], "data": data,
+                }]})
+                .to_string();
+                let r = http::post(addr, "/v2/models/m/infer", &body);
+                assert_eq!(r.status, 200, "{format}: {}", r.text());
+                let got = r.json();
+                let output = got["outputs"]
+                    .as_array()
+                    .and_then(|o| o.iter().find(|o| o["name"] == "predict"))
+                    .unwrap_or_else(|| panic!("{format}: no predict output in {got}"));
+                let want = expected["outputs"]
+                    .as_array()
+                    .and_then(|o| o.iter().find(|o| o["name"] == "predict"))
+                    .expect("expected predict");
+                let want_data: Vec<serde_json::Value> =
+                    rows.iter().map(|&r| want["data"][r].clone()).collect();
+                let want = json!({"shape": [rows.len()], "data": want_data});
+                assert_eq!(output["shape"], want["shape"], "{format}");
+                let (got, want) = (
+                    output["data"].as_array().expect("data"),
+                    want["data"].as_array().expect("data"),
+                );
+                assert_eq!(got.len(), want.len(), "{format}");
+                for (g, w) in got.iter().zip(want) {
+                    let (g, w) = (g.as_f64().expect("number"), w.as_f64().expect("number"));
+                    assert!(
+                        (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                        "{format}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    let out = inferd()
+        .args(["serve", "--format", "pytorch", "--model", "m=/tmp/m.bin"])
+        .output()
+        .expect("run inferd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for value in ["onnx", "xgboost", "lightgbm"] {
+        assert!(err.contains(value), "{err}");
+    }
+}
+
 #[test]
 fn auth_token_file() {
     let dir = tempfile::tempdir().expect("tmp");

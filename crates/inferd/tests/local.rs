@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -44,25 +44,47 @@ fn infer(router: SocketAddr, pin: Option<&str>) -> (u16, String) {
 /// serving revision seen.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// Requests answered so far, by every client.
+    answered: Arc<AtomicUsize>,
     threads: Vec<thread::JoinHandle<Vec<(u16, String)>>>,
 }
 
 impl Load {
     fn start(router: SocketAddr, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicUsize::new(0));
         let threads = (0..clients)
             .map(|_| {
                 let stop = Arc::clone(&stop);
+                let answered = Arc::clone(&answered);
                 thread::spawn(move || {
                     let mut seen = Vec::new();
                     while !stop.load(Ordering::Relaxed) && seen.len() < 100_000 {
                         seen.push(infer(router, None));
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                     seen
                 })
             })
             .collect();
-        Load { stop, threads }
+        Load {
+            stop,
+            answered,
+            threads,
+        }
+    }
+
+    /// Waits until `n` more requests have been answered (a minute at most).
+    fn wait_answers(&self, n: usize) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load got no {n} answers in a minute"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn finish(self) -> Vec<(u16, String)> {
@@ -284,7 +306,7 @@ fn a_rollout_under_load_fails_no_request() {
     );
     up.wait_until("iris", "2 ready", |v| v.ready_replicas() == 2);
     let load = Load::start(up.router, 4);
-    thread::sleep(Duration::from_millis(300));
+    load.wait_answers(20);
     assert!(
         up.apply_yaml(&isvc_yaml("iris", &v2, "minReplicas: 2", ""))
             .status
@@ -298,7 +320,7 @@ fn a_rollout_under_load_fails_no_request() {
                 .iter()
                 .any(|r| r.name == "iris-00001" && r.replicas.is_empty())
     });
-    thread::sleep(Duration::from_millis(300));
+    load.wait_answers(20);
     let seen = load.finish();
     assert!(
         failures(&seen).is_empty(),
@@ -322,7 +344,7 @@ fn a_killed_replica_is_retried_around_and_restarted() {
     up.wait_until("iris", "2 ready", |v| v.ready_replicas() == 2);
     let victim = up.replica_pids("iris")[0];
     let load = Load::start(up.router, 4);
-    thread::sleep(Duration::from_millis(300));
+    load.wait_answers(20);
     let status = std::process::Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status()
@@ -331,7 +353,7 @@ fn a_killed_replica_is_retried_around_and_restarted() {
     let view = up.wait_until("iris", "restarted and ready", |v| {
         v.ready_replicas() == 2 && v.revisions[0].replicas.iter().any(|r| r.restarts >= 1)
     });
-    thread::sleep(Duration::from_millis(300));
+    load.wait_answers(20);
     let seen = load.finish();
     assert!(
         failures(&seen).is_empty(),
@@ -392,10 +414,19 @@ fn load_scales_up_idle_scales_to_zero_and_the_next_request_is_served() {
     assert_eq!((status, revision.as_str()), (200, "iris-00001"));
     eprintln!("served from zero in {:?}", started.elapsed());
     assert_eq!(up.view("iris").ready_replicas(), 1);
-    // The request it served is demand: the replica stays for a stable window
-    // (6 s; ten autoscaler ticks pass in the next two seconds).
-    thread::sleep(Duration::from_secs(2));
-    let view = up.view("iris");
+    // The request it served is demand: once the autoscaler has counted it
+    // (a stable average above zero), its decision keeps the replica for a
+    // stable window (6 s) instead of scaling straight back to zero.
+    let view = up.wait_until("iris", "the served request counted as demand", |v| {
+        v.revisions[0]
+            .autoscaler
+            .as_deref()
+            .and_then(|a| a.split("stable avg ").nth(1))
+            .and_then(|a| a.split(',').next())
+            .and_then(|a| a.trim().parse::<f64>().ok())
+            .is_some_and(|avg| avg > 0.0)
+    });
+    assert!(view.revisions[0].desired_replicas >= 1, "{:?}", view.events);
     assert!(view.ready_replicas() >= 1, "{:?}", view.events);
     assert!(
         !view

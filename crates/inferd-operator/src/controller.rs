@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 
 use crate::autoscale::{self, Autoscaling};
 use crate::leader::{self, LeaseConfig};
+use crate::metrics::OperatorMetrics;
 use crate::monitoring;
 use crate::objects::{DesiredObject, LABEL_INFERENCE_SERVICE, ROUTER_NAME, router_objects};
 use crate::reconcile::{Inputs, ObservedDeployment, ReconcileOptions, reconcile_scaled};
@@ -67,6 +68,8 @@ pub struct Context {
     /// Whether the Prometheus Operator serves PodMonitors (discovered):
     /// then each namespace gets inferd's PodMonitors.
     pod_monitors: AtomicBool,
+    /// The operator's own metrics (`/metrics` on its metrics port).
+    metrics: Arc<OperatorMetrics>,
 }
 
 impl Context {
@@ -92,7 +95,14 @@ impl Context {
             autoscaling,
             recorder: None,
             pod_monitors: AtomicBool::new(false),
+            metrics: Arc::new(OperatorMetrics::new()),
         }
+    }
+
+    /// Counts passes in `metrics` (shared with the metrics port).
+    pub fn with_metrics(mut self, metrics: Arc<OperatorMetrics>) -> Context {
+        self.metrics = metrics;
+        self
     }
 
     /// Records Events as `instance` of the operator (its pod's name).
@@ -140,6 +150,17 @@ pub async fn reconcile_service(
     isvc: Arc<InferenceServiceObject>,
     ctx: Arc<Context>,
 ) -> Result<Action> {
+    let metrics = Arc::clone(&ctx.metrics);
+    let _running = metrics.started();
+    let started = std::time::Instant::now();
+    let result = one_pass(isvc, ctx).await;
+    let elapsed = started.elapsed();
+    metrics.finished(elapsed, result.as_ref().err());
+    tracing::debug!(took = ?elapsed, ok = result.is_ok(), "pass finished");
+    result
+}
+
+async fn one_pass(isvc: Arc<InferenceServiceObject>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = isvc
         .metadata
         .namespace
@@ -421,6 +442,11 @@ pub struct ControllerConfig {
     /// Run only while holding this Lease (several replicas, one leads);
     /// absent: run at once (one replica).
     pub leader_election: Option<LeaseConfig>,
+    /// Where `/metrics` and `/healthz` are served (leader and standby
+    /// alike); absent: nowhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The operator's metrics, updated by the passes.
+    pub metrics: Arc<OperatorMetrics>,
 }
 
 /// Connects as kubectl does (the in-cluster service account, else the
@@ -438,7 +464,40 @@ pub async fn connect_and_run(
         leader_election = config.leader_election.is_some(),
         "inferd operator started"
     );
+    let shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     let shutdown = shutdown.shared();
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?;
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            Some(tokio::spawn(crate::router::serve_operator_metrics(
+                listener,
+                Arc::clone(&config.metrics),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let result = run_elected_or_not(client, config, shutdown).await;
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
+    result
+}
+
+async fn run_elected_or_not(
+    client: Client,
+    config: ControllerConfig,
+    shutdown: futures_util::future::Shared<
+        std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+    >,
+) -> Result<()> {
     match config.leader_election.clone() {
         Some(lease) => {
             let elector = leader::Elector::new(client.clone(), lease)?;
@@ -499,7 +558,13 @@ pub async fn run(
     };
     let owned = watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
     let instance = std::env::var("POD_NAME").ok();
-    let ctx = Arc::new(Context::new(client.clone(), config.options).with_events(instance));
+    let metrics = Arc::clone(&config.metrics);
+    metrics.set_leader(true);
+    let ctx = Arc::new(
+        Context::new(client.clone(), config.options)
+            .with_events(instance)
+            .with_metrics(Arc::clone(&metrics)),
+    );
     let controller = Controller::new(isvcs, watcher::Config::default())
         .owns(deployments, owned.clone())
         .owns(services, owned);
@@ -545,6 +610,7 @@ pub async fn run(
         .await;
     autoscaler.abort();
     discovery.abort();
+    metrics.set_leader(false);
     tracing::info!("controller stopped");
 }
 

@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, Namespace, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, ServiceAccount,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Namespace,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
 use crate::OperatorOptions;
@@ -47,6 +48,9 @@ impl Default for InstallOptions {
         }
     }
 }
+
+/// Where the operator serves `/metrics` and `/healthz` in its pod.
+pub const OPERATOR_METRICS_PORT: u16 = 8080;
 
 /// The name shared by the operator's ServiceAccount, ClusterRole, binding
 /// and Deployment.
@@ -198,7 +202,24 @@ pub fn install_objects(options: &InstallOptions) -> Vec<InstallObject> {
             "--image".to_owned(),
             options.image.clone(),
             "--leader-elect".to_owned(),
+            "--metrics-addr".to_owned(),
+            format!("0.0.0.0:{OPERATOR_METRICS_PORT}"),
         ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_owned()),
+            container_port: i32::from(OPERATOR_METRICS_PORT),
+            ..ContainerPort::default()
+        }]),
+        // Up while the process serves; a standby is as alive as the leader.
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".to_owned()),
+                port: IntOrString::String("metrics".to_owned()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(10),
+            ..Probe::default()
+        }),
         env: Some(vec![
             EnvVar {
                 name: "INFERD_LOG_FORMAT".to_owned(),

@@ -19,6 +19,8 @@
 //!   deciding the revision Deployments' replicas, to and from zero.
 //! - [`controller`]: the kube-runtime controller that performs those passes
 //!   with server-side apply (`inferd operator`).
+//! - [`metrics`]: the operator's own Prometheus metrics (passes by result,
+//!   their duration, failures by kind, passes running, leadership).
 //! - [`leader`]: leader election through a `coordination.k8s.io/v1` Lease,
 //!   so that of several operator replicas only one runs the controller.
 //! - [`structural::violations`]: checks a document against the CRD's schema
@@ -39,6 +41,7 @@ pub mod crd;
 pub mod discovery;
 pub mod install;
 pub mod leader;
+pub mod metrics;
 pub mod monitoring;
 mod objects;
 pub mod reconcile;
@@ -52,6 +55,27 @@ pub use objects::{
     LABEL_REVISION, MODEL_DIR, OperatorOptions, ROUTER_ADMIN_PORT, ROUTER_NAME, Scale,
     desired_objects, desired_objects_scaled, router_objects,
 };
+
+impl Error {
+    /// A short name of the kind of error, for the failure metric's label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::UnknownRevision(_) => "unknown_revision",
+            Error::Annotation { .. } => "annotation",
+            Error::MissingField(_) => "missing_field",
+            Error::Connect(_) => "connect",
+            Error::Field { .. } => "field",
+            Error::Autoscaling(_) => "autoscaling",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "kube",
+            Error::LeaseConfig(_) => "lease_config",
+            Error::LeadershipLost => "leadership_lost",
+            Error::Yaml(_) => "yaml",
+            Error::Listen { .. } => "listen",
+            Error::Routes(_) => "routes",
+        }
+    }
+}
 
 /// What the operator's builders can refuse.
 #[derive(Debug, thiserror::Error)]

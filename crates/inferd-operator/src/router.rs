@@ -333,6 +333,24 @@ pub async fn serve_admin(
     synced: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_get(
+        listener,
+        move |req| admin_response(req, &router, synced.load(Ordering::SeqCst)),
+        shutdown,
+    )
+    .await;
+}
+
+/// Serves HTTP/1.1 on `listener`, each request answered by `respond` (no
+/// body is read: these are GET endpoints), until `shutdown` resolves, then
+/// waits for the requests in flight. The router's admin port and the
+/// operator's metrics port both use it.
+pub(crate) async fn serve_get(
+    listener: TcpListener,
+    respond: impl Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()>,
+) {
+    let respond = Arc::new(respond);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -353,9 +371,9 @@ pub async fn serve_admin(
                 continue;
             }
         };
-        let (router, synced) = (Arc::clone(&router), Arc::clone(&synced));
+        let respond = Arc::clone(&respond);
         let service = service_fn(move |req: Request<Incoming>| {
-            let response = admin_response(&req, &router, synced.load(Ordering::SeqCst));
+            let response = respond(&req);
             async move { Ok::<_, Infallible>(response) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(tcp), service));
@@ -366,6 +384,35 @@ pub async fn serve_admin(
         });
     }
     graceful.shutdown().await;
+}
+
+/// The operator's metrics port: `GET /metrics` ([`OperatorMetrics::text`])
+/// and `GET /healthz` (200 while the process runs, leader or standby).
+pub async fn serve_operator_metrics(
+    listener: TcpListener,
+    metrics: Arc<crate::metrics::OperatorMetrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_get(
+        listener,
+        move |req| {
+            let path = req.uri().path();
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return json_error(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} takes GET"));
+            }
+            match path {
+                "/metrics" => with_type(StatusCode::OK, metrics.text(), OPENMETRICS),
+                "/healthz" => with_type(
+                    StatusCode::OK,
+                    r#"{"ok":true}"#.to_owned(),
+                    "application/json",
+                ),
+                _ => json_error(StatusCode::NOT_FOUND, &format!("no endpoint {path}")),
+            }
+        },
+        shutdown,
+    )
+    .await;
 }
 
 fn admin_response<B>(req: &Request<B>, router: &Router, synced: bool) -> Response<Full<Bytes>> {

@@ -310,7 +310,14 @@ fn the_chart_puts_other_values_where_they_belong() {
     assert_eq!(container["imagePullPolicy"], "Always");
     assert_eq!(
         container["args"],
-        json!(["operator", "--image", image, "--leader-elect"])
+        json!([
+            "operator",
+            "--image",
+            image,
+            "--leader-elect",
+            "--metrics-addr",
+            "0.0.0.0:8080"
+        ])
     );
     assert_eq!(
         container["env"][0],

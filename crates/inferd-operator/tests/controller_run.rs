@@ -18,7 +18,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use inferd_api::{InferenceServiceSpec, ModelFormat, ModelSpec, PredictorSpec};
 use inferd_operator::controller::{ControllerConfig, FINALIZER, run};
+use inferd_operator::metrics::OperatorMetrics;
 use inferd_operator::resource::InferenceServiceObject;
+use inferd_operator::router::serve_operator_metrics;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -162,6 +164,18 @@ async fn api_server() -> (SocketAddr, Writes) {
     (addr, writes)
 }
 
+/// `GET /metrics` over a plain connection: the whole reply.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).await.expect("read");
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 #[tokio::test]
 async fn the_running_controller_creates_a_services_objects_and_status() {
     let (api, writes) = api_server().await;
@@ -169,10 +183,19 @@ async fn the_running_controller_creates_a_services_objects_and_status() {
         format!("http://{api}").parse().expect("API URL"),
     ))
     .expect("kube client");
+    let metrics = Arc::new(OperatorMetrics::new());
     let config = ControllerConfig {
         namespace: Some(NS.to_owned()),
+        metrics: Arc::clone(&metrics),
         ..ControllerConfig::default()
     };
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let metrics_addr = metrics_listener.local_addr().expect("addr");
+    let metrics_server = tokio::spawn(serve_operator_metrics(
+        metrics_listener,
+        metrics,
+        std::future::pending(),
+    ));
     let running = tokio::spawn(run(client, config, std::future::pending()));
 
     let wanted = [
@@ -198,7 +221,42 @@ async fn the_running_controller_creates_a_services_objects_and_status() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // The running operator's metrics, scraped as Prometheus would: the
+    // pass that made those writes counted, and this replica leading.
+    let ok_passes = |scraped: &str| {
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"inferd_operator_reconciles_total{result="ok"} "#))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // The pass ends after its last write (the Events follow the status).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let scraped = loop {
+        let scraped = scrape(metrics_addr).await;
+        if ok_passes(&scraped) >= 1 {
+            break scraped;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{scraped}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     running.abort();
+    metrics_server.abort();
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(
+        scraped.contains("application/openmetrics-text"),
+        "{scraped}"
+    );
+    for line in [
+        "inferd_operator_leader 1",
+        "# TYPE inferd_operator_reconcile_duration_seconds histogram",
+        "# TYPE inferd_operator_reconciles_in_flight gauge",
+    ] {
+        assert!(
+            scraped.lines().any(|l| l == line),
+            "{line} not in {scraped}"
+        );
+    }
 
     // Applies in order: the router first, then the revision, then the
     // service's own Service, then the status.

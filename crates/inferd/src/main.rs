@@ -123,6 +123,10 @@ struct OperatorArgs {
     /// namespace (POD_NAMESPACE), so that several replicas can run.
     #[arg(long)]
     leader_elect: bool,
+    /// Serve the operator's Prometheus metrics (`/metrics`) and `/healthz`
+    /// on this address (the install uses 0.0.0.0:8080); absent: not served.
+    #[arg(long, env = "INFERD_OPERATOR_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
@@ -148,6 +152,8 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         options,
         leader_election,
+        metrics_addr: args.metrics_addr,
+        ..Default::default()
     };
     inferd_operator::controller::connect_and_run(config, shutdown_signal()).await?;
     Ok(())

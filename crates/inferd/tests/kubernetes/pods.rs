@@ -898,6 +898,41 @@ fn the_operators_own_rollout_keeps_services_serving() {
     assert_eq!(ready_transition(&isvc), ready_since, "{}", isvc["status"]);
     assert_eq!(isvc["status"]["latestReadyRevision"], "iris-00001");
 
+    // The operator's own metrics, scraped from each pod as a PodMonitor
+    // would: the leader counts the passes it ran and says it leads; the
+    // standby says it does not.
+    let current: Vec<Value> = operator
+        .pods()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert!(
+        current.iter().any(|p| pod_name(p) == new_leader),
+        "{current:#?}"
+    );
+    for pod in current {
+        let name = pod_name(&pod);
+        let ip: Ipv4Addr = pod["status"]["podIP"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+            .expect("a pod IP");
+        let reply = http::get(SocketAddr::from((ip, 8080)), "/metrics");
+        assert_eq!(reply.status, 200, "{name}: {}", reply.text());
+        let text = reply.text();
+        let leading = name == new_leader;
+        let expected = format!("inferd_operator_leader {}", u8::from(leading));
+        assert!(text.lines().any(|l| l == expected), "{name}: {text}");
+        if leading {
+            assert!(
+                text.lines().any(|l| l
+                    .strip_prefix(r#"inferd_operator_reconciles_total{result="ok"} "#)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n >= 1)),
+                "{name}: {text}"
+            );
+        }
+    }
+
     // Removed while an operator runs, so that its finalizer goes.
     scenario.ok(&["delete", ISVC, "iris", "--timeout=60s"]);
     drop(operator);

@@ -41,6 +41,22 @@ pub struct RequestTimes {
     pub rows: u64,
 }
 
+impl RequestTimes {
+    /// Where a request's time went, as response headers (HTTP) or metadata
+    /// (gRPC), in milliseconds with microsecond precision, as
+    /// text-embeddings-inference names them: `x-queue-time` (waiting for
+    /// an execution), `x-inference-time` (the execution it was part of)
+    /// and `x-total-time` (from its arrival to its response).
+    pub fn headers(&self, total: Duration) -> [(&'static str, String); 3] {
+        let ms = |d: Duration| format!("{:.3}", d.as_secs_f64() * 1000.0);
+        [
+            ("x-queue-time", ms(self.queue)),
+            ("x-inference-time", ms(self.infer)),
+            ("x-total-time", ms(total)),
+        ]
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     success: Tally,

@@ -310,7 +310,18 @@ async fn iris_predictions_typed_and_raw_equal_onnxruntime() {
     raw.raw_input_contents = vec![raw_of(&TensorData::Fp32(values.clone()))];
 
     for (request, id) in [(typed, "typed-42"), (raw, "raw-43")] {
-        let r = c.model_infer(request).await.expect("infer").into_inner();
+        let answer = c.model_infer(request).await.expect("infer");
+        // Where the time went, as HTTP says it in headers.
+        let ms = |name: &str| -> f64 {
+            answer
+                .metadata()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no numeric {name} in {:?}", answer.metadata()))
+        };
+        assert!(ms("x-queue-time") + ms("x-inference-time") <= ms("x-total-time"));
+        let r = answer.into_inner();
         assert_eq!(r.id, id);
         assert_eq!(r.model_name, "iris");
         assert_eq!(r.model_version, "1");

@@ -130,6 +130,30 @@ fn readme_request_works() {
     let r = post(s.addr, "/v2/models/iris/infer", &body);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["outputs"][0]["data"], json!([0, 0]));
+    assert_timing_headers(|name| r.header(name).map(str::to_owned));
+}
+
+/// The `x-queue-time`, `x-inference-time` and `x-total-time` of an answer,
+/// looked up with `get`: milliseconds, the parts within the total.
+pub(crate) fn assert_timing_headers(get: impl Fn(&str) -> Option<String>) {
+    let ms = |name: &str| -> f64 {
+        let value = get(name).unwrap_or_else(|| panic!("no {name}"));
+        let ms: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {value} is not a number"));
+        assert!(ms.is_finite() && ms >= 0.0, "{name}: {value}");
+        ms
+    };
+    let (queue, inference, total) = (
+        ms("x-queue-time"),
+        ms("x-inference-time"),
+        ms("x-total-time"),
+    );
+    assert!(
+        queue + inference <= total,
+        "{queue} + {inference} > {total}"
+    );
+    assert!(total > 0.0);
 }
 
 #[test]

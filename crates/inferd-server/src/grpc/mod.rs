@@ -295,7 +295,7 @@ impl InferenceService {
         request: proto::ModelInferRequest,
         arrived: Instant,
         grpc_deadline: Option<Instant>,
-    ) -> Result<proto::ModelInferResponse, Status> {
+    ) -> Result<Response<proto::ModelInferResponse>, Status> {
         let state = &self.state;
         let _in_flight = state.metrics.in_flight();
         let served = match resolve(
@@ -333,6 +333,20 @@ impl InferenceService {
             Ok((response, times)) => {
                 served.stats.record_success(elapsed, times);
                 served.metrics.record_success(Protocol::Grpc, seconds);
+                let mut response = Response::new(response);
+                tracing::debug!(
+                    model = %served.name,
+                    queue = ?times.queue,
+                    inference = ?times.infer,
+                    total = ?elapsed,
+                    "inferred"
+                );
+                let metadata = response.metadata_mut();
+                for (name, value) in times.headers(elapsed) {
+                    if let Ok(value) = value.parse() {
+                        metadata.insert(name, value);
+                    }
+                }
                 Ok(response)
             }
             Err(e) => {
@@ -533,9 +547,7 @@ impl GrpcInferenceService for InferenceService {
             .map_or_else(Instant::now, |a| a.0);
         self.authorize(&request)?;
         let deadline = grpc_timeout(request.metadata()).and_then(|t| arrived.checked_add(t));
-        self.infer(request.into_inner(), arrived, deadline)
-            .await
-            .map(Response::new)
+        self.infer(request.into_inner(), arrived, deadline).await
     }
 
     async fn model_config(

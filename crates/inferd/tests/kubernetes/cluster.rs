@@ -250,6 +250,7 @@ if [ -z "$KEEP" ] && ! grep -q " $ROOT/" /proc/mounts; then rm -rf "$ROOT"; fi
     }
 
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    check_free_disk(&root)?;
     std::os::unix::fs::symlink(&bins, root.join("bin136"))
         .map_err(|e| format!("link the binaries: {e}"))?;
     // The image's binary: the one under test, without its debug sections
@@ -292,6 +293,40 @@ if [ -z "$KEEP" ] && ! grep -q " $ROOT/" /proc/mounts; then rm -rf "$ROOT"; fi
         _watchdog: Mutex::new(stdin),
         exclusive: Mutex::new(()),
     }))
+}
+
+/// The share of the disk under `dir` that is free must leave the node's
+/// kubelet out of disk pressure: under 5% free (the kit's `evictionHard`
+/// for nodefs and imagefs) it taints the node and evicts pods, and every
+/// test that waits for a pod would time out for a reason it cannot name.
+fn check_free_disk(dir: &Path) -> Result<(), String> {
+    let out = Command::new("df")
+        .args(["-P", "-k"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run df: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().nth(1) else {
+        return Ok(());
+    };
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (Some(total), Some(available)) = (
+        fields.get(1).and_then(|v| v.parse::<f64>().ok()),
+        fields.get(3).and_then(|v| v.parse::<f64>().ok()),
+    ) else {
+        return Ok(());
+    };
+    let free = 100.0 * available / total.max(1.0);
+    if free < 7.0 {
+        return Err(format!(
+            "only {free:.1}% of the disk holding {} is free ({:.1} GiB): the test node's kubelet \
+             refuses and evicts pods under 5% (disk pressure); free some space (e.g. old build \
+             directories) and run again",
+            dir.display(),
+            available / 1024.0 / 1024.0
+        ));
+    }
+    Ok(())
 }
 
 /// Removes the data directories of runs that are over (their process is

@@ -464,7 +464,6 @@ pub async fn connect_and_run(
         leader_election = config.leader_election.is_some(),
         "inferd operator started"
     );
-    let shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     let shutdown = shutdown.shared();
     let metrics_server = match config.metrics_addr {
         Some(addr) => {
@@ -484,21 +483,7 @@ pub async fn connect_and_run(
         }
         None => None,
     };
-    let result = run_elected_or_not(client, config, shutdown).await;
-    if let Some(server) = metrics_server {
-        server.abort();
-    }
-    result
-}
-
-async fn run_elected_or_not(
-    client: Client,
-    config: ControllerConfig,
-    shutdown: futures_util::future::Shared<
-        std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
-    >,
-) -> Result<()> {
-    match config.leader_election.clone() {
+    let result = match config.leader_election.clone() {
         Some(lease) => {
             let elector = leader::Elector::new(client.clone(), lease)?;
             let leading = elector.subscribe();
@@ -520,7 +505,12 @@ async fn run_elected_or_not(
             run(client, config, shutdown).await;
             Ok(())
         }
+    };
+    // Also when the leadership was lost: the process exits either way.
+    if let Some(server) = metrics_server {
+        server.abort();
     }
+    result
 }
 
 /// Whether a replica told to shut down may stop at once: only one that

@@ -288,6 +288,29 @@ pub struct ServedModel {
     pub config: model_config::Resolved,
 }
 
+impl ServedModel {
+    /// Counts a successful inference of `total` in the version's statistics
+    /// and metrics, and logs where its time went. HTTP and gRPC both end
+    /// here; each then says the same in its own headers
+    /// ([`RequestTimes::headers`](crate::stats::RequestTimes::headers)).
+    pub(crate) fn record_success(
+        &self,
+        protocol: crate::metrics::Protocol,
+        total: std::time::Duration,
+        times: crate::stats::RequestTimes,
+    ) {
+        self.stats.record_success(total, times);
+        self.metrics.record_success(protocol, total.as_secs_f64());
+        tracing::debug!(
+            model = %self.name,
+            queue = ?times.queue,
+            inference = ?times.infer,
+            total = ?total,
+            "inferred"
+        );
+    }
+}
+
 impl std::fmt::Debug for ServedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServedModel")

@@ -331,16 +331,8 @@ impl InferenceService {
         let seconds = elapsed.as_secs_f64();
         match result {
             Ok((response, times)) => {
-                served.stats.record_success(elapsed, times);
-                served.metrics.record_success(Protocol::Grpc, seconds);
+                served.record_success(Protocol::Grpc, elapsed, times);
                 let mut response = Response::new(response);
-                tracing::debug!(
-                    model = %served.name,
-                    queue = ?times.queue,
-                    inference = ?times.infer,
-                    total = ?elapsed,
-                    "inferred"
-                );
                 let metadata = response.metadata_mut();
                 for (name, value) in times.headers(elapsed) {
                     if let Ok(value) = value.parse() {

@@ -206,15 +206,7 @@ where
     let seconds = elapsed.as_secs_f64();
     match result {
         Ok((mut response, times)) => {
-            served.stats.record_success(elapsed, times);
-            served.metrics.record_success(protocol, seconds);
-            tracing::debug!(
-                model = %served.name,
-                queue = ?times.queue,
-                inference = ?times.infer,
-                total = ?elapsed,
-                "inferred"
-            );
+            served.record_success(protocol, elapsed, times);
             let headers = response.headers_mut();
             for (name, value) in times.headers(elapsed) {
                 if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
